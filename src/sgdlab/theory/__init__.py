@@ -1,0 +1,1 @@
+"""Theory solvers: pure functions of (parameters, grid). They may use ``problems`` but never ``algorithms``."""
