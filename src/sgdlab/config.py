@@ -14,7 +14,8 @@ Rules beyond the per-key ranges (each raises :class:`ConfigError` naming the key
 - ``persistent_sgd`` needs ``tau >= eta`` and ``(1 - b) eta <= b tau`` (transition probabilities
   at most 1); ``sgf`` needs only ``tau > 0``;
 - ``temperature`` belongs to ``langevin`` only; ``langevin`` defaults to ``b = 1`` (full batch);
-- ``kappa`` belongs to ``squared_hinge``, ``threshold`` to three clusters, which also need a warm
+- a nonzero ``kappa`` belongs to ``squared_hinge``, a ``threshold`` other than 1 to three clusters,
+  which also need a warm
   start ``m0 != 0`` (``m = 0`` is a fixed point of the dynamics).
 """
 
@@ -57,9 +58,9 @@ class ProblemConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self):
-        if "kappa" in self.model_fields_set and self.loss != "squared_hinge":
+        if self.kappa != 0 and self.loss != "squared_hinge":
             raise ValueError("kappa is the margin of loss = 'squared_hinge' only; remove it or change the loss")
-        if "threshold" in self.model_fields_set and self.clusters != 3:
+        if self.threshold != 1.0 and self.clusters != 3:
             raise ValueError("threshold belongs to the three-cluster even classifier (clusters = 3) only")
         if self.clusters == 3 and self.m0 == 0:
             raise ValueError("m0 must be nonzero for clusters = 3: m = 0 is a fixed point, a warm start is needed")

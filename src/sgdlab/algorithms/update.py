@@ -42,7 +42,7 @@ def apply_update(rule: UpdateRule, w: jax.Array, data_grad: jax.Array, key: jax.
     """One step ``w - eta (lambda w + g / B) [+ sqrt(2 T eta) xi]``; shapes ``(d,)``."""
     w_new = w - rule.eta * (rule.ridge * w + data_grad / rule.batch_normaliser)
     if rule.temperature > 0:
-        noise = jax.random.normal(key, w.shape, w.dtype)
+        noise = jax.random.normal(key, w.shape, jnp.float32).astype(w.dtype)  # same draws in both precisions
         w_new = w_new + jnp.sqrt(2.0 * rule.temperature * rule.eta).astype(w.dtype) * noise
     return w_new
 

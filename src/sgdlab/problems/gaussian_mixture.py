@@ -71,6 +71,15 @@ class GaussianMixture:
         return (1.0, -1.0, 0.0), (self.rho / 2, self.rho / 2, 1.0 - self.rho)
 
 
+def standard_normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """i.i.d. N(0, 1) entries drawn in float32 and cast to ``dtype``.
+
+    Drawing in one precision makes a float64 run see exactly the float32 run's random numbers
+    (rounded up), so the two precisions can be compared trajectory by trajectory.
+    """
+    return jax.random.normal(key, shape, jnp.float32).astype(dtype)
+
+
 class Dataset(NamedTuple):
     """One training set. Shapes: ``x (n, d)``, ``c (n,)``, ``y (n,)``, ``v (d,)``."""
 
@@ -98,7 +107,7 @@ def labels(problem: GaussianMixture, c: jax.Array) -> jax.Array:
 def sample_inputs(key: jax.Array, problem: GaussianMixture, c: jax.Array, v: jax.Array) -> jax.Array:
     """Inputs ``x = c v / sqrt(d) + sqrt(Delta) z`` for clusters ``c (n,)``; returns ``(n, d)``."""
     d = v.shape[0]
-    z = jax.random.normal(key, (c.shape[0], d), v.dtype)
+    z = standard_normal(key, (c.shape[0], d), v.dtype)
     return (c[:, None] * v[None, :]) / jnp.sqrt(d).astype(v.dtype) + jnp.sqrt(problem.delta).astype(v.dtype) * z
 
 
@@ -111,12 +120,12 @@ def sample_dataset(key: jax.Array, problem: GaussianMixture, v: jax.Array, n: in
 
 def sample_centroid(key: jax.Array, d: int, dtype=jnp.float32) -> jax.Array:
     """Centroid direction ``v (d,)`` with i.i.d. N(0, 1) entries (so ``|v|^2 / d -> 1``)."""
-    return jax.random.normal(key, (d,), dtype)
+    return standard_normal(key, (d,), dtype)
 
 
 def initial_weights(key: jax.Array, problem: GaussianMixture, v: jax.Array) -> jax.Array:
     """``w(0) = m0 v + sigma0 N(0, I_d)``, shape ``(d,)``."""
-    return problem.m0 * v + problem.sigma0 * jax.random.normal(key, v.shape, v.dtype)
+    return problem.m0 * v + problem.sigma0 * standard_normal(key, v.shape, v.dtype)
 
 
 def output(problem: GaussianMixture, h: jax.Array) -> jax.Array:
