@@ -56,22 +56,22 @@ def run_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, numpy_
 
     import sgdlab  # noqa: F401  (float64 mode)
     from sgdlab.problems.gaussian_mixture import GaussianMixture
-    from sgdlab.simulation import make_simulator
+    from sgdlab.simulation import batched, simulation_setup, tile_params
 
     problem = GaussianMixture(alpha=2.0, delta=0.5, ridge=0.1, loss="square")
     eta, b, tau, save_every = 0.1, 0.3, 2.0, 10
     jdtype = jnp.float32 if dtype == "float32" else jnp.float64
-    sim = make_simulator(problem, "persistent_sgd", d, eta, b, tau, save_every=save_every, dtype=jdtype)
-    init = jax.jit(jax.vmap(sim.init))
-    advance = jax.jit(jax.vmap(sim.advance, in_axes=(0, 0, 0, None)), static_argnums=3)
+    spec, params = simulation_setup(problem, "persistent_sgd", d, eta, b, tau, save_every=save_every, dtype=jdtype)
+    init, _, advance = batched(spec)
     n_blocks = steps // save_every
     elapsed = 0.0
     for start in range(0, seeds, seed_batch):
         keys = jax.vmap(jax.random.key)(jnp.arange(start, min(seeds, start + seed_batch), dtype=jnp.uint32))
-        data, state = init(keys)
-        jax.block_until_ready(advance(data, keys, state, n_blocks))  # compile + warm up
+        p = tile_params(params, keys.shape[0])
+        data, state = init(p, keys)
+        jax.block_until_ready(advance(p, data, keys, state, n_blocks))  # compile + warm up
         t0 = time.perf_counter()
-        state, obs = advance(data, keys, state, n_blocks)
+        state, obs = advance(p, data, keys, state, n_blocks)
         jax.block_until_ready(obs)
         elapsed += time.perf_counter() - t0
         del data, state, obs

@@ -19,7 +19,7 @@ import xarray as xr
 
 from sgdlab import __version__
 from sgdlab.config import Config, load_config
-from sgdlab.simulation import make_simulator, observable_names
+from sgdlab.simulation import batched, observable_names, simulation_setup, tile_params
 
 #: Long names of the saved variables (stored as attrs and used as plot labels).
 DESCRIPTIONS = {
@@ -65,11 +65,10 @@ def _chunking(n_blocks: int, max_chunks: int = 25) -> tuple[int, int]:
     return per_chunk, math.ceil(n_blocks / per_chunk)
 
 
-def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
-    """Direct simulation of ``cfg`` (validated), vmapped over seeds; see :func:`run`."""
+def simulation_inputs(cfg: Config):
+    """``(SimSpec, SimParams)`` of a validated config."""
     alg, sim = cfg.algorithm, cfg.simulation
-    dtype = jnp.float64 if sim.dtype == "float64" else jnp.float32
-    simulator = make_simulator(
+    return simulation_setup(
         cfg.problem.to_problem(),
         alg.name,
         sim.d,
@@ -79,9 +78,16 @@ def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
         alg.temperature,
         alg.normalisation,
         alg.save_every,
-        dtype,
+        jnp.float64 if sim.dtype == "float64" else jnp.float32,
         sim.test_samples,
     )
+
+
+def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
+    """Direct simulation of ``cfg`` (validated), vmapped over seeds; see :func:`run`."""
+    alg, sim = cfg.algorithm, cfg.simulation
+    spec, params = simulation_inputs(cfg)
+    init, observe, advance = batched(spec)
     seeds = sim.seed_list
     names = observable_names(sim.test_samples)
     n_blocks = alg.n_saves
@@ -89,23 +95,20 @@ def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
     batch = sim.seed_batch or len(seeds)
     seed_batches = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
 
-    init = jax.jit(jax.vmap(simulator.init))
-    observe = jax.jit(jax.vmap(simulator.observe))
-    advance = jax.jit(jax.vmap(simulator.advance, in_axes=(0, 0, 0, None)), static_argnums=3)
-
     times = np.arange(n_blocks + 1) * alg.save_every * alg.eta
     out = {k: np.full((len(seeds), n_blocks + 1), np.nan) for k in names}
     done, total = 0, len(seed_batches) * n_chunks
     for ib, batch_seeds in enumerate(seed_batches):
         rows = slice(ib * batch, ib * batch + len(batch_seeds))
         keys = jax.vmap(jax.random.key)(jnp.asarray(batch_seeds, dtype=jnp.uint32))
-        data, state = init(keys)
-        obs0 = observe(data, state)
+        batch_params = tile_params(params, len(batch_seeds))
+        data, state = init(batch_params, keys)
+        obs0 = observe(batch_params, data, state)
         for k in names:
             out[k][rows, 0] = np.asarray(obs0[k], dtype=np.float64)
         filled = 0
         for _ in range(n_chunks):
-            state, obs = advance(data, keys, state, per_chunk)
+            state, obs = advance(batch_params, data, keys, state, per_chunk)
             take = min(per_chunk, n_blocks - filled)
             for k in names:
                 out[k][rows, 1 + filled : 1 + filled + take] = np.asarray(obs[k][:, :take], dtype=np.float64)

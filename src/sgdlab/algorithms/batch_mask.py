@@ -77,15 +77,18 @@ def mask_chain(algorithm: str, eta: float, b: float = 1.0, tau: float | None = N
 
 
 def init_mask(key: jax.Array, chain: MaskChain, n: int) -> jax.Array:
-    """Stationary start ``s(0) ~ Bernoulli(b)``: a boolean array of shape ``(n,)``."""
-    if chain.b == 1.0:
-        return jnp.ones((n,), bool)
+    """Stationary start ``s(0) ~ Bernoulli(b)``: a boolean array of shape ``(n,)``.
+
+    Branch-free, so the chain's numbers may be traced arrays (vmapped sweeps); callers that know
+    statically that ``b = 1`` may skip it (every sample is on).
+    """
     return jax.random.uniform(key, (n,)) < chain.b
 
 
 def step_mask(key: jax.Array, chain: MaskChain, s: jax.Array) -> jax.Array:
-    """One transition of every sample's chain; ``s`` is boolean ``(n,)``, returns the same."""
-    if chain.b == 1.0:
-        return s
+    """One transition of every sample's chain; ``s`` is boolean ``(n,)``, returns the same.
+
+    With ``p_on = 1, p_off = 0`` (GD) every sample stays on.
+    """
     u = jax.random.uniform(key, s.shape)
     return jnp.where(s, u >= chain.p_off, u < chain.p_on)

@@ -38,10 +38,13 @@ def update_rule(eta: float, ridge: float, b: float, normalisation: str, temperat
     return UpdateRule(eta, ridge, b if normalisation == "normalised" else 1.0, temperature)
 
 
-def apply_update(rule: UpdateRule, w: jax.Array, data_grad: jax.Array, key: jax.Array) -> jax.Array:
-    """One step ``w - eta (lambda w + g / B) [+ sqrt(2 T eta) xi]``; shapes ``(d,)``."""
+def apply_update(rule: UpdateRule, w: jax.Array, data_grad: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    """One step ``w - eta (lambda w + g / B) [+ sqrt(2 T eta) xi]``; shapes ``(d,)``.
+
+    The Langevin noise is added when a ``key`` is given (``rule`` may hold traced numbers).
+    """
     w_new = w - rule.eta * (rule.ridge * w + data_grad / rule.batch_normaliser)
-    if rule.temperature > 0:
+    if key is not None:
         noise = jax.random.normal(key, w.shape, jnp.float32).astype(w.dtype)  # same draws in both precisions
         w_new = w_new + jnp.sqrt(2.0 * rule.temperature * rule.eta).astype(w.dtype) * noise
     return w_new

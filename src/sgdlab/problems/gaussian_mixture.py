@@ -44,6 +44,9 @@ from sgdlab import losses
 class GaussianMixture:
     """Parameters of the Gaussian-mixture problem (hashable, usable as a static jit argument).
 
+    ``clusters`` and ``loss`` fix the code path; the float fields may also hold traced JAX
+    numbers (the simulator rebuilds the problem from traced values to vmap over parameters).
+
     ``alpha = n / d``; ``delta`` is the cluster variance Delta; ``ridge`` is lambda in the cost
     ``H(w) = sum_mu loss(y_mu, phi(h_mu)) + (lambda / 2) |w|^2``; the initial weights are
     ``w(0) = m0 v + sigma0 N(0, I_d)``.
@@ -165,8 +168,6 @@ def test_error(problem: GaussianMixture, m: jax.Array, q: jax.Array) -> jax.Arra
     s = jnp.sqrt(problem.delta * q)
     if problem.clusters == 2:
         return _gaussian_tail(m / s)
-    if problem.threshold <= 0:  # everything is predicted as the outer label
-        return jnp.full_like(m, 1.0 - problem.rho)
     r = jnp.sqrt(problem.threshold)
     outside_centre = 2.0 * _gaussian_tail(r / s)  # centre predicted "outer": error
     inside_outer = 1.0 - _gaussian_tail((r - m) / s) - _gaussian_tail((r + m) / s)
@@ -193,8 +194,6 @@ def test_loss(problem: GaussianMixture, m: jax.Array, q: jax.Array) -> jax.Array
     loss = sample_loss(problem)
     total = jnp.zeros_like(m)
     for c, p in zip(*problem.cluster_probabilities()):
-        if p == 0:
-            continue
         y = labels(problem, jnp.asarray(c))
         total = total + p * gaussian_average(lambda h: loss(y, h), c * m, s)
     return total
