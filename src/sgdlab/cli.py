@@ -145,6 +145,104 @@ def run(
     console.print(f"store: {store_path}" + (f"\nfigure: {fig_path}" if plot else ""))
 
 
+def _progress_bar(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+    )
+
+
+def _status_table(summary, store: Path) -> Table:
+    table = Table(title=f"sweep {store}", title_justify="left")
+    for col in ("points", "done", "failed", "pending"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.total), str(summary.done), str(summary.failed), str(summary.pending))
+    return table
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="TOML config with a [sweep] section."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The zarr store (default results/NAME.zarr)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Local worker processes (default: one per core)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Address of an existing dask scheduler, e.g. tcp://10.0.0.1:8786 (default: a LocalCluster)."),
+    dashboard: bool = typer.Option(False, help="Serve the dask dashboard of the local cluster (loopback, port 8787)."),
+    overwrite: bool = typer.Option(False, help="Delete an existing store that holds a different sweep."),
+    status: Optional[Path] = typer.Option(None, "--status", help="Only report done / failed / pending of this store."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key of the base config, e.g. --set simulation.d=500."),
+):
+    """Run (or resume) a parameter sweep on dask.distributed into one zarr store."""
+    from sgdlab.config import ConfigError
+    from sgdlab.sweep import run_sweep, sweep_status
+
+    if status is not None:
+        try:
+            summary = sweep_status(status)
+        except FileNotFoundError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+        Console().print(_status_table(summary, status))
+        for where, msg in summary.errors.items():
+            Console().print(f"[red]failed[/] {where}: {msg}")
+        return
+    if config is None:
+        raise typer.BadParameter("a config with a [sweep] section is required (or --status STORE)", param_hint="CONFIG")
+    cfg = _load(config, None, set_)
+    if cfg.sweep is None:
+        console.print(f"[bold red]error:[/] {config} has no [sweep] section")
+        raise typer.Exit(2)
+    store_path = out or Path("results") / f"{cfg.name}.zarr"
+    with _progress_bar(False) as bar:
+        task = bar.add_task(f"sweep {cfg.name}", total=None)
+        try:
+            summary = run_sweep(
+                cfg, store_path, scheduler=scheduler, workers=workers, dashboard=dashboard, overwrite=overwrite,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        except ConfigError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+    Console().print(_status_table(summary, store_path))
+    console.print(f"{summary.skipped} points already done (skipped); {summary.seconds:.1f} s")
+    for where, msg in summary.errors.items():
+        Console().print(f"[red]failed[/] {where}: {msg}")
+
+
+@app.command()
+def plot(
+    store_path: Path = typer.Argument(..., help="A zarr store written by `sgdlab run` or `sgdlab sweep`."),
+    variable: str = typer.Option("test_error", "--var", "-v", help="Variable of sweep figures (curves or heat map)."),
+    t: Optional[float] = typer.Option(None, "--t", help="Time of the heat map (default: the last saved time)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG path (default: next to the store)."),
+):
+    """Make the natural figure of a store: order parameters of a run, curves or a phase diagram of a sweep."""
+    from sgdlab import plot as plots
+    from sgdlab import store as stores
+
+    if not store_path.exists():
+        console.print(f"[bold red]error:[/] no store at {store_path}")
+        raise typer.Exit(2)
+    ds = stores.load(store_path)
+    if ds.attrs.get("kind") == "sweep":
+        from sgdlab.sweep import load_sweep
+
+        try:
+            fig = plots.plot_sweep(load_sweep(store_path), variable, t)
+        except ValueError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+    else:
+        fig = plots.plot_order_parameters(ds)
+    png = out or store_path.with_suffix(".png")
+    plots.save_figure(fig, png)
+    console.print(f"figure: {png}")
+
+
 @app.command()
 def examples():
     """List the built-in example configs (run one with `sgdlab run --example NAME`)."""

@@ -154,6 +154,53 @@ class SimulationConfig(_Section):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
+SWEEPABLE_SECTIONS = ("problem", "algorithm", "simulation")
+
+
+class SweepConfig(_Section):
+    """``[sweep]``: a grid of experiments.
+
+    Dotted keys directly in ``[sweep]`` (``"algorithm.batch_fraction" = [0.1, 0.2, 0.5]``) form a
+    Cartesian product (one store dimension each, named by the key); the ``[sweep.zip]`` table holds
+    lists of equal length varied together (one dimension ``zip``). Seeds stay the ``seed``
+    dimension of every point (``simulation.seeds``).
+    """
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    points_per_task: int = Field(8, ge=1, description="points of equal structure vmapped in one task, in [1, inf)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted_keys_are_grid_axes(cls, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            grid = dict(data.pop("grid", {}) or {})
+            for key in [k for k in data if "." in k]:
+                grid[key] = data.pop(key)
+            data["grid"] = grid
+        return data
+
+    @model_validator(mode="after")
+    def _check_axes(self):
+        if not self.grid and not self.zip:
+            raise ValueError("a sweep needs at least one axis, e.g. \"algorithm.batch_fraction\" = [0.1, 0.5]")
+        lengths = {len(v) for v in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip lists must have equal lengths (got {sorted(lengths)})")
+        for key, values in list(self.grid.items()) + list(self.zip.items()):
+            section, _, field = key.partition(".")
+            if section not in SWEEPABLE_SECTIONS or field not in _SECTION_FIELDS[section]:
+                raise ValueError(f"sweep axis {key!r} is not a config key (use section.key with section in {SWEEPABLE_SECTIONS})")
+            if key in ("simulation.seeds", "problem.name"):
+                raise ValueError(f"{key} cannot be a sweep axis (seeds are the seed dimension of every point)")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep axis {key!r} needs a non-empty list of values")
+        if set(self.grid) & set(self.zip):
+            raise ValueError(f"keys both in the grid and in zip: {sorted(set(self.grid) & set(self.zip))}")
+        return self
+
+
 class Config(_Section):
     """A full experiment; ``Config()`` is the built-in default experiment."""
 
@@ -162,6 +209,7 @@ class Config(_Section):
     problem: ProblemConfig = Field(default_factory=ProblemConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    sweep: SweepConfig | None = None
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of the resolved config."""
@@ -170,6 +218,13 @@ class Config(_Section):
     def config_hash(self) -> str:
         """Short hash of the canonical JSON: identifies an experiment."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+
+_SECTION_FIELDS = {
+    "problem": set(ProblemConfig.model_fields),
+    "algorithm": set(AlgorithmConfig.model_fields),
+    "simulation": set(SimulationConfig.model_fields),
+}
 
 
 def _format_error(err: ValidationError) -> str:

@@ -85,62 +85,81 @@ def simulation_inputs(cfg: Config):
 
 def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
     """Direct simulation of ``cfg`` (validated), vmapped over seeds; see :func:`run`."""
-    alg, sim = cfg.algorithm, cfg.simulation
-    spec, params = simulation_inputs(cfg)
-    init, observe, advance = batched(spec)
-    seeds = sim.seed_list
-    names = observable_names(sim.test_samples)
-    n_blocks = alg.n_saves
-    per_chunk, n_chunks = _chunking(n_blocks)
-    batch = sim.seed_batch or len(seeds)
-    seed_batches = [seeds[i : i + batch] for i in range(0, len(seeds), batch)]
+    (result,) = simulate_many([cfg], progress, max_entries=cfg.simulation.seed_batch)
+    if isinstance(result, NonFiniteError):
+        raise result
+    return result
 
-    times = np.arange(n_blocks + 1) * alg.save_every * alg.eta
-    out = {k: np.full((len(seeds), n_blocks + 1), np.nan) for k in names}
-    done, total = 0, len(seed_batches) * n_chunks
-    for ib, batch_seeds in enumerate(seed_batches):
-        rows = slice(ib * batch, ib * batch + len(batch_seeds))
-        keys = jax.vmap(jax.random.key)(jnp.asarray(batch_seeds, dtype=jnp.uint32))
-        batch_params = tile_params(params, len(batch_seeds))
-        data, state = init(batch_params, keys)
-        obs0 = observe(batch_params, data, state)
-        for k in names:
-            out[k][rows, 0] = np.asarray(obs0[k], dtype=np.float64)
+
+def simulate_many(
+    cfgs: list[Config], progress: ProgressFn | None = None, max_entries: int | None = None
+) -> list[xr.Dataset | NonFiniteError]:
+    """Simulate several configs that share one static structure (:class:`SimSpec` and number of
+    saves) in one vmapped program; returns one Dataset per config, or the
+    :class:`NonFiniteError` of a config whose run produced NaN/inf (the others are unaffected).
+
+    The batch axis holds every (config, seed) pair, ``max_entries`` at a time (default: all).
+    """
+    specs = [simulation_inputs(c) for c in cfgs]
+    spec, n_blocks = specs[0][0], cfgs[0].algorithm.n_saves
+    if any(sp != spec or c.algorithm.n_saves != n_blocks for (sp, _), c in zip(specs, cfgs)):
+        raise ValueError("simulate_many needs configs with the same static structure and number of saves")
+    init, observe, advance = batched(spec)
+    names = observable_names(spec.test_samples)
+    per_chunk, n_chunks = _chunking(n_blocks)
+    entries = [(i, seed) for i, c in enumerate(cfgs) for seed in c.simulation.seed_list]
+    width = max_entries or len(entries)
+    groups = [entries[i : i + width] for i in range(0, len(entries), width)]
+    out = np.full((len(names), len(entries), n_blocks + 1), np.nan)
+    failed: dict[int, tuple] = {}  # config index -> (quantity, time index, seed)
+    done, total = 0, len(groups) * n_chunks
+    for ig, group in enumerate(groups):
+        rows = slice(ig * width, ig * width + len(group))
+        owner = np.array([i for i, _ in group])
+        keys = jax.vmap(jax.random.key)(jnp.asarray([seed for _, seed in group], dtype=jnp.uint32))
+        params = tile_params([specs[i][1] for i, _ in group], 1)
+        data, state = init(params, keys)
+        obs = observe(params, data, state)
+        out[:, rows, 0] = np.stack([np.asarray(obs[k], dtype=np.float64) for k in names])
         filled = 0
         for _ in range(n_chunks):
-            state, obs = advance(batch_params, data, keys, state, per_chunk)
+            state, obs = advance(params, data, keys, state, per_chunk)
             take = min(per_chunk, n_blocks - filled)
-            for k in names:
-                out[k][rows, 1 + filled : 1 + filled + take] = np.asarray(obs[k][:, :take], dtype=np.float64)
+            out[:, rows, 1 + filled : 1 + filled + take] = np.stack([np.asarray(obs[k][:, :take], dtype=np.float64) for k in names])
             filled += take
             done += 1
-            bad = _first_non_finite(out, rows, filled + 1)
-            if bad is not None:
-                name, j, seed_index = bad
-                partial = _to_dataset(cfg, {k: v[:, :j] for k, v in out.items()}, times[:j], seeds)
-                partial.attrs["status"] = "failed: non-finite"
-                raise NonFiniteError(
-                    f"{name} became {out[name][seed_index, j]} at t={times[j]:g} (step {j * alg.save_every}) "
-                    f"for seed {seeds[seed_index]}; the run stopped there (lower eta or check the config)",
-                    partial,
-                )
+            bad = ~np.isfinite(out[:, rows, : filled + 1])  # (names, entries, t)
+            for e in np.unique(np.nonzero(bad)[1]):
+                i = int(owner[e])
+                j = int(np.nonzero(bad[:, e].any(axis=0))[0][0])
+                if i not in failed or j < failed[i][1]:
+                    failed[i] = (names[int(np.nonzero(bad[:, e, j])[0][0])], j, group[e][1], rows.start + int(e))
             if progress is not None:
                 progress(done, total)
+            if all(int(i) in failed for i in np.unique(owner)):
+                break  # every config of this group has failed: stop early
         del data, state
-    return _to_dataset(cfg, out, times, seeds)
-
-
-def _first_non_finite(out: dict, rows: slice, upto: int):
-    """``(quantity, time index, seed index)`` of the earliest non-finite value, or ``None``."""
-    best = None
-    for name, arr in out.items():
-        block = arr[rows, :upto]
-        bad = ~np.isfinite(block)
-        if bad.any():
-            seed_i, j = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
-            if best is None or j < best[1]:
-                best = (name, int(j), rows.start + int(seed_i))
-    return best
+    results: list[xr.Dataset | NonFiniteError] = []
+    for i, cfg in enumerate(cfgs):
+        rows_i = [r for r, (owner_i, _) in enumerate(entries) if owner_i == i]
+        values = {k: out[a, rows_i] for a, k in enumerate(names)}
+        times = np.arange(n_blocks + 1) * cfg.algorithm.save_every * cfg.algorithm.eta
+        seeds = cfg.simulation.seed_list
+        if i in failed:
+            name, j, seed, row = failed[i]
+            partial = _to_dataset(cfg, {k: v[:, :j] for k, v in values.items()}, times[:j], seeds)
+            partial.attrs["status"] = "failed: non-finite"
+            results.append(
+                NonFiniteError(
+                    f"{name} became {out[names.index(name), row, j]} at t={times[j]:g} "
+                    f"(step {j * cfg.algorithm.save_every}) for seed {seed}; the run stopped there "
+                    "(lower eta or check the config)",
+                    partial,
+                )
+            )
+        else:
+            results.append(_to_dataset(cfg, values, times, seeds))
+    return results
 
 
 def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> xr.Dataset:
