@@ -92,13 +92,14 @@ def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
 
 
 def simulate_many(
-    cfgs: list[Config], progress: ProgressFn | None = None, max_entries: int | None = None
+    cfgs: list[Config], progress: ProgressFn | None = None, max_entries: int | None = None, max_chunks: int = 25
 ) -> list[xr.Dataset | NonFiniteError]:
     """Simulate several configs that share one static structure (:class:`SimSpec` and number of
     saves) in one vmapped program; returns one Dataset per config, or the
     :class:`NonFiniteError` of a config whose run produced NaN/inf (the others are unaffected).
 
     The batch axis holds every (config, seed) pair, ``max_entries`` at a time (default: all).
+    The time loop runs in at most ``max_chunks`` jitted calls (progress and NaN checks between).
     """
     specs = [simulation_inputs(c) for c in cfgs]
     spec, n_blocks = specs[0][0], cfgs[0].algorithm.n_saves
@@ -106,7 +107,7 @@ def simulate_many(
         raise ValueError("simulate_many needs configs with the same static structure and number of saves")
     init, observe, advance = batched(spec)
     names = observable_names(spec.test_samples)
-    per_chunk, n_chunks = _chunking(n_blocks)
+    per_chunk, n_chunks = _chunking(n_blocks, max_chunks)
     entries = [(i, seed) for i, c in enumerate(cfgs) for seed in c.simulation.seed_list]
     width = max_entries or len(entries)
     groups = [entries[i : i + width] for i in range(0, len(entries), width)]

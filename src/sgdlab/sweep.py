@@ -10,9 +10,9 @@ grid point is an ordinary experiment. Execution:
    vmapped program (:func:`sgdlab.experiment.simulate_many`), compiled once per worker.
 3. **Execute** on a dask ``Client``: a ``LocalCluster`` by default (one single-threaded worker
    process per core, loopback only, no dashboard unless asked), or an existing scheduler.
-4. **Write** by region: the store is created up front with every point NaN and
-   ``status = 0`` (pending); as each point finishes, the client writes its region (chunks are
-   one point wide, so no two points share a chunk) and then a marker
+4. **Write** by region: the store is created up front (xarray, metadata only) with every point
+   NaN and ``status = 0`` (pending); as each point finishes, the client writes its region with
+   zarr directly (chunks are one point wide, so no two points share a chunk) and then a marker
    ``STORE/_points/<flat index>.json`` (status, config hash, error, seconds). The client is the
    only writer. A killed sweep loses no finished point; re-running the same command resumes,
    skipping every point whose marker says done with the same config hash.
@@ -134,7 +134,7 @@ def run_points(config_jsons: list[str]) -> list[dict]:
     start = time.perf_counter()
     cfgs = [load_config(json.loads(c)) for c in config_jsons]
     try:
-        results = simulate_many(cfgs)
+        results = simulate_many(cfgs, max_chunks=1)
     except Exception as err:  # a whole task failed (e.g. out of memory): every point records it
         msg = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
         return [{"ok": False, "error": msg} for _ in cfgs]
@@ -157,7 +157,7 @@ def _configure_worker_jax() -> None:
     if jax.config.jax_compilation_cache_dir != cache:
         Path(cache).mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 # ----------------------------------------------------------------------------- the store
@@ -224,18 +224,20 @@ def _write_marker(store: Path, point: Point, status: str, error: str | None = No
     tmp.replace(folder / f"{point.flat}.json")
 
 
-def _write_point(store: Path, plan: Plan, point: Point, result: dict | None) -> None:
-    region = {name: slice(i, i + 1) for (name, _), i in zip(plan.dims, point.index)}
-    sweep_dims = [name for name, _ in plan.dims]
-    one = (1,) * len(sweep_dims)
-    data_vars = {"status": (sweep_dims, np.full(one, DONE if result else FAILED, dtype=np.int8))}
+def _write_point(group, plan: Plan, point: Point, result: dict | None) -> None:
+    """Write one point's region (its own chunks) into the open zarr group, status last."""
+    idx = tuple(point.index)
     if result:
         for k, v in result["values"].items():
-            data_vars[k] = (sweep_dims + ["method", "seed", "t"], np.asarray(v, dtype=np.float64).reshape(one + (1,) + v.shape))
-        data_vars["time"] = (sweep_dims + ["t"], np.asarray(result["time"]).reshape(one + (-1,)))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        xr.Dataset(data_vars).to_zarr(store, region=region, mode="r+", consolidated=False)
+            group[k][idx] = np.asarray(v, dtype=np.float64)[None]  # (method=1, seed, t)
+        group["time"][idx] = np.asarray(result["time"], dtype=np.float64)
+    group["status"][idx] = DONE if result else FAILED
+
+
+def _open_group(store: Path):
+    import zarr
+
+    return zarr.open_group(str(store), mode="r+")
 
 
 # ----------------------------------------------------------------------------- execution
@@ -331,6 +333,7 @@ def run_sweep(
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             _template(plan, names, first.simulation.seed_list, times).to_zarr(store, mode="w", compute=False, consolidated=True)
         # unwritten chunks read as their fill values: NaN for the data, 0 (pending) for status
+    zgroup = _open_group(store)
     done_ok = {i for i, m in markers.items() if m["status"] == "done"}
     skipped = 0
     todo = []
@@ -338,7 +341,7 @@ def run_sweep(
         if p.flat in done_ok and markers[p.flat].get("config_hash") == p.config_hash:
             skipped += 1
         elif p.config is None:
-            _write_point(store, plan, p, None)
+            _write_point(zgroup, plan, p, None)
             _write_marker(store, p, "failed", error=p.error)
         else:
             todo.append(p)
@@ -354,21 +357,21 @@ def run_sweep(
             from dask.distributed import as_completed
 
             futures = {}
-            for group in _groups(plan, todo):
-                fut = client.submit(run_points, [p.config.to_json() for p in group], pure=False)
-                futures[fut] = group
+            for batch in _groups(plan, todo):
+                fut = client.submit(run_points, [p.config.to_json() for p in batch], pure=False)
+                futures[fut] = batch
             for fut in as_completed(futures):
-                group = futures[fut]
+                batch = futures[fut]
                 try:
                     results = fut.result()
                 except Exception as err:  # the worker died or the task could not run
-                    results = [{"ok": False, "error": f"{type(err).__name__}: {err}"}] * len(group)
-                for p, res in zip(group, results):
+                    results = [{"ok": False, "error": f"{type(err).__name__}: {err}"}] * len(batch)
+                for p, res in zip(batch, results):
                     if res["ok"]:
-                        _write_point(store, plan, p, res)
+                        _write_point(zgroup, plan, p, res)
                         _write_marker(store, p, "done", seconds=res["seconds"])
                     else:
-                        _write_point(store, plan, p, None)
+                        _write_point(zgroup, plan, p, None)
                         _write_marker(store, p, "failed", error=res["error"])
                     finished += 1
                     if progress:
