@@ -94,8 +94,8 @@ def _summary_table(ds, title: str) -> Table:
         for i, method in enumerate(map(str, ds.method.values)):
             da = ds[var].isel(method=i, t=-1)
             mean = float(da.mean())
-            std = float(da.std(ddof=1)) if "seed" in da.dims and da.sizes["seed"] > 1 else float("nan")
-            table.add_row(var, str(method), f"{mean:.4f}", f"{std:.4f}")
+            spread = method == "sim" and "seed" in da.dims and da.sizes["seed"] > 1
+            table.add_row(var, str(method), f"{mean:.4f}", f"{float(da.std(ddof=1)):.4f}" if spread else "-")
     return table
 
 
@@ -108,8 +108,29 @@ def run(
     plot: bool = typer.Option(True, help="Write the PNG figure."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table."),
 ):
-    """Run an experiment: simulate, write a zarr store and a PNG figure, print a summary table."""
+    """Run an experiment: simulate and solve every [theory] method, write a zarr store and a PNG
+    figure (simulation as mean ± spread over seeds, theories as lines), print a summary table."""
+    _run_and_report(_load(config, example, set_), out, plot, quiet, simulation=True)
+
+
+@app.command()
+def theory(
+    config: Optional[Path] = typer.Argument(None, help="TOML config file; omitted: the built-in default experiment."),
+    example: Optional[str] = typer.Option(None, "--example", "-e", help="Use a built-in example config (see `sgdlab examples`)."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/NAME-theory.zarr and OUT/NAME-theory.png."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key, e.g. --set theory.samples=60000 (repeatable)."),
+    plot: bool = typer.Option(True, help="Write the PNG figure."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
+):
+    """Solve only the theory (the [theory] methods; DMFT if none is listed), no simulation."""
     cfg = _load(config, example, set_)
+    if not cfg.theory.methods:
+        cfg = cfg.model_copy(update={"theory": cfg.theory.model_copy(update={"methods": ["dmft"]})})
+    cfg = cfg.model_copy(update={"name": f"{cfg.name}-theory"})
+    _run_and_report(cfg, out, plot, quiet, simulation=False)
+
+
+def _run_and_report(cfg, out: Path, plot: bool, quiet: bool, simulation: bool) -> None:
     from sgdlab import store
     from sgdlab.experiment import NonFiniteError, run as run_experiment
 
@@ -126,13 +147,20 @@ def run(
         disable=quiet,
         transient=False,
     ) as bar:
-        task = bar.add_task(f"{cfg.name}: {cfg.algorithm.name}, d={cfg.simulation.d}", total=None)
+        what = (f"d={cfg.simulation.d}" if simulation else "") + (" + " if simulation and cfg.theory.methods else "")
+        what += " + ".join(cfg.theory.methods)
+        task = bar.add_task(f"{cfg.name}: {cfg.algorithm.name}, {what}", total=None)
         try:
-            ds = run_experiment(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            ds = run_experiment(
+                cfg, progress=lambda done, total: bar.update(task, completed=done, total=total), simulation=simulation
+            )
         except NonFiniteError as err:
             if err.partial is not None:
                 store.save(err.partial, store_path)
             console.print(f"[bold red]error:[/] {err}\n(partial results up to that time: {store_path})")
+            raise typer.Exit(1) from None
+        except (ValueError, FloatingPointError) as err:  # e.g. a DMFT that cannot be solved
+            console.print(f"[bold red]error:[/] {err}")
             raise typer.Exit(1) from None
     store.save(ds, store_path)
     if plot:
@@ -243,15 +271,65 @@ def plot(
     console.print(f"figure: {png}")
 
 
+def _sub_config(config: Optional[Path], example: Optional[str], kind: str) -> Path:
+    """The config path of a sub-command: a file, or a built-in example of ``examples/<kind>/``."""
+    folder = resources.files("sgdlab") / "examples" / kind
+    names = sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    if (config is None) == (example is None):
+        raise typer.BadParameter(f"give CONFIG or --example NAME (available: {', '.join(names)})", param_hint="CONFIG")
+    if example is not None:
+        if example not in names:
+            raise typer.BadParameter(f"unknown example {example!r}; available: {', '.join(names)}", param_hint="--example")
+        return Path(str(folder / f"{example}.toml"))
+    return config
+
+
+def _run_command(fn, path: Path, out: Path) -> None:
+    """Run a sub-command's ``fn(config_path, out_dir, progress=...)`` with a progress bar and its table."""
+    from sgdlab.config import ConfigError
+    from sgdlab.experiment import NonFiniteError
+
+    with _progress_bar(False) as bar:
+        task = bar.add_task(path.stem, total=None)
+        try:
+            table = fn(path, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except ConfigError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+        except NonFiniteError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(1) from None
+    Console().print(table)
+
+
+@app.command()
+def manifold(
+    config: Optional[Path] = typer.Argument(None, help="TOML config of a zero-loss-manifold experiment (docs/manifold.md)."),
+    example: Optional[str] = typer.Option(None, "--example", "-e", help="A built-in example of examples/manifold/."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/NAME.zarr and OUT/NAME.png."),
+):
+    """Noisy GD near a zero-loss manifold: simulations for several alpha beside the slow limit."""
+    from sgdlab.manifold_experiment import manifold_command
+
+    _run_command(manifold_command, _sub_config(config, example, "manifold"), out)
+
+
 @app.command()
 def examples():
     """List the built-in example configs (run one with `sgdlab run --example NAME`)."""
     table = Table(title="built-in examples")
+    table.add_column("command")
     table.add_column("name")
     table.add_column("description")
     for name in example_names():
         data = tomllib.loads(example_path(name).read_text())
-        table.add_row(name, data.get("description", ""))
+        table.add_row("run", name, data.get("description", ""))
+    root = resources.files("sgdlab") / "examples"
+    for folder in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")), key=lambda p: p.name):
+        command = {"sweeps": "sweep"}.get(folder.name, folder.name)
+        for f in sorted(p for p in folder.iterdir() if p.name.endswith(".toml")):
+            data = tomllib.loads(f.read_text())
+            table.add_row(command, f.name.removesuffix(".toml"), data.get("description", ""))
     Console().print(table)
 
 

@@ -154,7 +154,26 @@ class SimulationConfig(_Section):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
-SWEEPABLE_SECTIONS = ("problem", "algorithm", "simulation")
+class TheoryConfig(_Section):
+    """``[theory]``: which theories to solve beside the simulation, and the DMFT solver's options."""
+
+    methods: list[Literal["dmft"]] = Field(default_factory=list, description="theories to compute, e.g. [\"dmft\"]")
+    samples: int = Field(30000, ge=2, description="DMFT effective trajectories N, in [2, inf)")
+    damping: float = Field(0.3, ge=0, lt=1, description="DMFT damping: K <- damping K + (1 - damping) K_new, in [0, 1)")
+    iterations: int = Field(50, ge=1, description="maximum DMFT fixed-point iterations, in [1, inf)")
+    tolerance: float = Field(1e-4, gt=0, description="DMFT stopping tolerance on the relative kernel change, in (0, inf)")
+    seed: int = Field(0, ge=0, lt=2**32, description="DMFT random stream, in [0, 2^32)")
+    response: Literal["probe", "stein"] = "probe"
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods={v} lists a method twice")
+        return v
+
+
+SWEEPABLE_SECTIONS = ("problem", "algorithm", "simulation", "theory")
 
 
 class SweepConfig(_Section):
@@ -209,6 +228,7 @@ class Config(_Section):
     problem: ProblemConfig = Field(default_factory=ProblemConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    theory: TheoryConfig = Field(default_factory=TheoryConfig)
     sweep: SweepConfig | None = None
 
     def to_json(self) -> str:
@@ -224,6 +244,7 @@ _SECTION_FIELDS = {
     "problem": set(ProblemConfig.model_fields),
     "algorithm": set(AlgorithmConfig.model_fields),
     "simulation": set(SimulationConfig.model_fields),
+    "theory": set(TheoryConfig.model_fields),
 }
 
 
@@ -243,12 +264,15 @@ def _format_error(err: ValidationError) -> str:
 
 
 def load_config(source: Config | dict[str, Any] | str | Path | None = None) -> Config:
-    """A validated :class:`Config` from a Config, a dict, a TOML path, or ``None`` (defaults).
+    """A validated :class:`Config` from a Config, a dict, a TOML path, or ``None`` (the built-in
+    default experiment ``examples/default.toml``: the model defaults plus DMFT beside the simulation).
 
     Raises :class:`ConfigError` with one line per problem, each naming the key.
     """
     if source is None:
-        return Config()
+        from importlib import resources
+
+        source = Path(str(resources.files("sgdlab") / "examples" / "default.toml"))
     if isinstance(source, Config):
         return source
     if isinstance(source, (str, Path)):

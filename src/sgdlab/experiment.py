@@ -45,17 +45,98 @@ class NonFiniteError(FloatingPointError):
         self.partial = partial
 
 
-def run(config: Config | dict[str, Any] | str | None = None, progress: ProgressFn | None = None) -> xr.Dataset:
+def run(
+    config: Config | dict[str, Any] | str | None = None,
+    progress: ProgressFn | None = None,
+    simulation: bool = True,
+) -> xr.Dataset:
     """Run ``config`` (a :class:`~sgdlab.config.Config`, a dict of TOML keys, a TOML path or
-    ``None`` for the default experiment) and return its Dataset.
+    ``None`` for the built-in default experiment) and return its Dataset.
 
-    Dims ``(method, seed, t)``; ``method = ["sim"]``; variables ``m, q, train_loss, train_error,
-    test_loss, test_error, batch_occupancy`` (plus ``*_sampled`` with a sampled test set); attrs
-    ``config`` (JSON), ``sgdlab_version``. ``progress(done, total)`` is called after each chunk.
-    Raises :class:`NonFiniteError` at the first saved time where a quantity is NaN or inf.
+    Dims ``(method, seed, t)``: ``method`` holds ``"sim"`` (the direct simulation, unless
+    ``simulation=False``) and every theory of ``[theory] methods`` (e.g. ``"dmft"``, whose curves
+    are repeated along ``seed``: a theory has no seed). Variables ``m, q, train_loss,
+    train_error, test_loss, test_error`` for every method, ``batch_occupancy`` (plus
+    ``*_sampled`` with a sampled test set) for the simulation, and for the DMFT ``C, R`` over
+    ``(method, t, t_prime)`` and ``residual`` over ``(method, iteration)``. Attrs ``config``
+    (JSON), ``sgdlab_version``, and per theory ``<method>_converged``.
+    ``progress(done, total)`` is called after each simulation chunk. Raises
+    :class:`NonFiniteError` at the first saved time where a simulated quantity is NaN or inf.
     """
     cfg = load_config(config)
-    return simulate(cfg, progress)
+    parts = []
+    if simulation:
+        parts.append(simulate(cfg, progress))
+    for method in cfg.theory.methods:
+        parts.append(solve_theory(cfg, method))
+    if not parts:
+        raise ValueError("nothing to run: simulation=False and no [theory] methods")
+    return combine(parts, cfg)
+
+
+def dmft_inputs(cfg: Config):
+    """``(problem, Dynamics, SolverOptions)`` of the DMFT for a validated config.
+
+    The DMFT is written for the unnormalised update; a normalised config is mapped exactly by
+    ``eta' = eta/b, lambda' = b lambda, T' = b T`` (the mask chain's probabilities are unchanged:
+    they depend on ``eta/tau``). The number of steps covers the saved times.
+    """
+    from dataclasses import replace
+
+    from sgdlab.algorithms.batch_mask import mask_chain
+    from sgdlab.theory.dmft import Dynamics, SolverOptions
+
+    alg, th = cfg.algorithm, cfg.theory
+    problem = cfg.problem.to_problem()
+    langevin = alg.name == "langevin"
+    chain = mask_chain("persistent_sgd" if langevin else alg.name, alg.eta, alg.batch_fraction, alg.persistence_time)
+    eta, temperature = alg.eta, (alg.temperature if langevin else 0.0)
+    if alg.normalisation == "normalised":
+        b = alg.batch_fraction
+        eta, temperature = eta / b, temperature * b
+        problem = replace(problem, ridge=problem.ridge * b)
+    dynamics = Dynamics(
+        eta=eta, n_steps=alg.n_saves * alg.save_every, p_on=chain.p_on, p_off=chain.p_off, b=chain.b, temperature=temperature
+    )
+    options = SolverOptions(
+        samples=th.samples, damping=th.damping, iterations=th.iterations, tolerance=th.tolerance, seed=th.seed,
+        response=th.response,
+    )
+    return problem, dynamics, options
+
+
+def solve_theory(cfg: Config, method: str) -> xr.Dataset:
+    """The Dataset of one theory (``"dmft"``) for ``cfg``, on the simulation's time grid."""
+    if method != "dmft":
+        raise ValueError(f"unknown theory method {method!r}; available: dmft")
+    from sgdlab.theory.dmft import dmft_dataset, solve_dmft
+
+    problem, dynamics, options = dmft_inputs(cfg)
+    ds = dmft_dataset(solve_dmft(problem, dynamics, options), cfg.algorithm.save_every)
+    times = ds["step"].values * cfg.algorithm.eta  # the config's own time (normalised: t = k eta)
+    ds = ds.assign_coords(t=("t", times, ds.t.attrs), t_prime=("t_prime", times, ds.t_prime.attrs))
+    ds.attrs = {f"dmft_{k}": v for k, v in ds.attrs.items() if k != "sgdlab_version"}
+    return ds
+
+
+def combine(parts: list[xr.Dataset], cfg: Config) -> xr.Dataset:
+    """One Dataset from a simulation and theories: theories are repeated along ``seed``."""
+    sim = next((p for p in parts if "seed" in p.dims), None)
+    aligned = []
+    for p in parts:
+        if sim is not None and "seed" not in p.dims:
+            p = p.copy()
+            for name in [v for v in p.data_vars if set(p[v].dims) == {"method", "t"}]:
+                p[name] = p[name].expand_dims(seed=sim.seed).transpose("method", "seed", "t")
+        aligned.append(p)
+    attrs = {}
+    for p in parts:
+        attrs.update(p.attrs)
+    ds = aligned[0] if len(aligned) == 1 else xr.concat(aligned, dim="method", data_vars="all", join="outer", combine_attrs="drop")
+    if "step" in ds.coords and ds["step"].dtype != np.int64:
+        ds = ds.assign_coords(step=("t", np.rint(ds.t.values / cfg.algorithm.eta).astype(np.int64)))
+    ds.attrs = {**attrs, **_base_attrs(cfg)}
+    return ds
 
 
 def _chunking(n_blocks: int, max_chunks: int = 25) -> tuple[int, int]:
@@ -176,16 +257,20 @@ def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> 
             "t": ("t", times, {"long_name": "time t = k eta"}),
             "step": ("t", steps),
         },
-        attrs={
-            "config": cfg.to_json(),
-            "config_hash": cfg.config_hash(),
-            "sgdlab_version": __version__,
-            "jax_version": jax.__version__,
-            "backend": jax.default_backend(),
-            "status": "complete",
-        },
+        attrs=_base_attrs(cfg),
     )
     return ds
+
+
+def _base_attrs(cfg: Config) -> dict:
+    return {
+        "config": cfg.to_json(),
+        "config_hash": cfg.config_hash(),
+        "sgdlab_version": __version__,
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "status": "complete",
+    }
 
 
 def config_of(ds: xr.Dataset) -> Config:

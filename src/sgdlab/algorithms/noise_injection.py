@@ -1,0 +1,446 @@
+"""Noisy gradient descent by noise injection: composable noise pieces and the pure step.
+
+Source: Shalova, Schlichting, Peletier, "Singular-limit analysis of gradient descent with noise
+injection", arXiv 2404.12293 (2024), eq. (1.2) and section 5; sgdlab spec
+``04_zero_loss_manifold.md``. One step is::
+
+    w_{k+1} = w_k - alpha grad_w L_hat(w_k, eta_k),     L_hat(w, 0) = L(w),
+
+with ``eta_k`` i.i.d., mean 0, covariance ``sigma^2 R`` (``R`` the *correlation*, the identity for
+every noise here except minibatch sampling without replacement).
+
+A noise injection does not see the model: it maps its ``eta`` into a :class:`Perturbation`, a
+record of *where* noise enters the model's square loss, and :func:`perturbed_loss` evaluates::
+
+    L_hat(w; pi) = (1/2n) sum_i s_i (f_i(w * m + delta; u) - y_i - eps_i)^2 - <t, w>
+
+    label noise      eps = eta                                  (eta in R^n)
+    Dropout          u = 1 + eta, inverted mask: 1 + eta = mask / q, sigma^2 = (1 - q) / q   (R^units)
+    DropConnect      m = 1 + eta (same mask law), i.e. L(w (1 + eta))                      (R^p)
+    perturbed GD     delta = eta, i.e. L(w + eta)                                          (R^p)
+    SGLD             t = eta, i.e. L(w) - <eta, w>: w <- w - alpha grad L + alpha eta       (R^p)
+    minibatch SGD    s = 1 + eta = (n/b) 1{i in batch}, b of n without replacement        (R^n)
+
+Pieces compose with :func:`chain` (their ``eta`` are concatenated; each fills its own field).
+The anti-correlated perturbed GD of Orvieto et al. (ICML 2022),
+``w_{k+1} = w_k - alpha grad L(w_k) + xi_{k+1} - xi_k``, is :func:`anticorrelated_perturbed_gd`:
+with ``z_k = w_k - xi_k`` it is exactly ``z_{k+1} = z_k - alpha grad L(z_k + xi_k)``, i.e.
+perturbed GD in the variable ``z`` (so its limit is the perturbed-GD limit, for ``z``; ``w`` differs
+from ``z`` by the current ``xi``, of size ``sigma``).
+
+Everything is pure: ``init``/``step`` functions of states (NamedTuples), ``lax.scan`` over steps,
+``vmap`` over runs (:func:`make_runner`). Nothing here knows a particular model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+NOISE_NAMES = (
+    "label_noise",
+    "dropout",
+    "dropconnect",
+    "perturbed_gd",
+    "anticorrelated_perturbed_gd",
+    "sgld",
+    "minibatch_sgd",
+)
+
+
+class Sizes(NamedTuple):
+    """Numbers of samples ``n``, hidden units ``u`` and parameters ``p`` of a model."""
+
+    n_samples: int
+    n_units: int
+    n_params: int
+
+
+class Perturbation(NamedTuple):
+    """Where one step's noise enters the square loss (see the module docstring).
+
+    Shapes: ``label_shift (n,)``, ``unit_scale (u,)``, ``weight_scale (p,)``, ``weight_shift (p,)``,
+    ``tilt (p,)``, ``sample_weight (n,)``. :func:`no_perturbation` is the identity (``L_hat = L``).
+    """
+
+    label_shift: Array
+    unit_scale: Array
+    weight_scale: Array
+    weight_shift: Array
+    tilt: Array
+    sample_weight: Array
+
+
+def no_perturbation(sizes: Sizes, dtype=jnp.float64) -> Perturbation:
+    """The identity perturbation: zeros for shifts and tilt, ones for scales and weights."""
+    n, u, p = sizes
+    return Perturbation(jnp.zeros(n, dtype), jnp.ones(u, dtype), jnp.ones(p, dtype), jnp.zeros(p, dtype), jnp.zeros(p, dtype), jnp.ones(n, dtype))
+
+
+def perturbed_loss(apply: Callable, x: Array, y: Array, w: Array, pert: Perturbation) -> Array:
+    """``L_hat(w; pi) = (1/2n) sum_i s_i (f_i(w*m + delta; u) - y_i - eps_i)^2 - <t, w>`` (scalar).
+
+    ``apply(w, x, unit_scale) -> (n,)`` is the model; ``x (n, d_in)``, ``y (n,)``, ``w (p,)``.
+    """
+    f = apply(w * pert.weight_scale + pert.weight_shift, x, pert.unit_scale)
+    r = f - y - pert.label_shift
+    return 0.5 * jnp.mean(pert.sample_weight * r**2) - jnp.dot(pert.tilt, w)
+
+
+class NoiseInjection(NamedTuple):
+    """One composable noise piece.
+
+    - ``sigma``: the noise scale (``Cov eta = sigma^2 R``);
+    - ``eta_size(sizes) -> m``: the dimension of ``eta``;
+    - ``sample(key, sizes, dtype) -> eta (m,)``: one draw, mean 0;
+    - ``perturb(pert, eta, sizes) -> pert``: write ``eta`` into the perturbation record;
+    - ``correlation(sizes) -> R (m, m)``: ``Cov(eta) / sigma^2`` (NumPy).
+    """
+
+    name: str
+    sigma: float
+    eta_size: Callable[[Sizes], int]
+    sample: Callable[[Array, Sizes, object], Array]
+    perturb: Callable[[Perturbation, Array, Sizes], Perturbation]
+    correlation: Callable[[Sizes], np.ndarray]
+
+
+def _identity_corr(size_fn):
+    return lambda sizes: np.eye(size_fn(sizes))
+
+
+def _additive(key, m, sigma, distribution, dtype):
+    if distribution == "gaussian":
+        return sigma * jax.random.normal(key, (m,), dtype)
+    if distribution == "rademacher":
+        return sigma * jax.random.rademacher(key, (m,), dtype)
+    raise ValueError(f"distribution={distribution!r} for an additive noise; allowed: gaussian, rademacher")
+
+
+def _multiplicative(key, m, sigma, distribution, dtype):
+    """``eta`` with ``1 + eta`` an inverted Bernoulli(q) mask ``mask / q`` (``q = 1/(1+sigma^2)``,
+    so ``Var eta = (1-q)/q = sigma^2``) or Gaussian ``sigma N(0, 1)``."""
+    if distribution == "bernoulli":
+        q = 1.0 / (1.0 + sigma**2)
+        mask = jax.random.bernoulli(key, q, (m,)).astype(dtype)
+        return mask / q - 1.0
+    if distribution == "gaussian":
+        return sigma * jax.random.normal(key, (m,), dtype)
+    raise ValueError(f"distribution={distribution!r} for a multiplicative noise; allowed: bernoulli, gaussian")
+
+
+def keep_probability(sigma: float) -> float:
+    """Keep probability ``q = 1 / (1 + sigma^2)`` of an inverted Bernoulli mask with ``Var eta = sigma^2``."""
+    return 1.0 / (1.0 + sigma**2)
+
+
+def label_noise(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
+    """Label noise ``y_i -> y_i + eta_i`` (``eta`` in ``R^n``); Gaussian or Rademacher ``+-sigma``."""
+    _additive(jax.random.key(0), 1, sigma, distribution, jnp.float64)  # validate the law
+    size = lambda s: s.n_samples  # noqa: E731
+    return NoiseInjection(
+        "label_noise",
+        float(sigma),
+        size,
+        lambda key, s, dtype: _additive(key, size(s), sigma, distribution, dtype),
+        lambda pert, eta, s: pert._replace(label_shift=pert.label_shift + eta),
+        _identity_corr(size),
+    )
+
+
+def dropout(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
+    """Dropout on hidden units: unit ``j`` is multiplied by ``1 + eta_j`` (inverted mask
+    ``mask_j / q``, ``q = 1/(1+sigma^2)``; or Gaussian Dropout)."""
+    _multiplicative(jax.random.key(0), 1, sigma, distribution, jnp.float64)
+    size = lambda s: s.n_units  # noqa: E731
+    return NoiseInjection(
+        "dropout",
+        float(sigma),
+        size,
+        lambda key, s, dtype: _multiplicative(key, size(s), sigma, distribution, dtype),
+        lambda pert, eta, s: pert._replace(unit_scale=pert.unit_scale * (1.0 + eta)),
+        _identity_corr(size),
+    )
+
+
+def dropconnect(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
+    """DropConnect: every weight multiplied by ``1 + eta_k``, i.e. ``L(w (1 + eta))``."""
+    _multiplicative(jax.random.key(0), 1, sigma, distribution, jnp.float64)
+    size = lambda s: s.n_params  # noqa: E731
+    return NoiseInjection(
+        "dropconnect",
+        float(sigma),
+        size,
+        lambda key, s, dtype: _multiplicative(key, size(s), sigma, distribution, dtype),
+        lambda pert, eta, s: pert._replace(weight_scale=pert.weight_scale * (1.0 + eta)),
+        _identity_corr(size),
+    )
+
+
+def weight_perturbation(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
+    """Perturbed GD: the gradient is taken at ``w + eta``, i.e. ``L(w + eta)``."""
+    _additive(jax.random.key(0), 1, sigma, distribution, jnp.float64)
+    size = lambda s: s.n_params  # noqa: E731
+    return NoiseInjection(
+        "perturbed_gd",
+        float(sigma),
+        size,
+        lambda key, s, dtype: _additive(key, size(s), sigma, distribution, dtype),
+        lambda pert, eta, s: pert._replace(weight_shift=pert.weight_shift + eta),
+        _identity_corr(size),
+    )
+
+
+def langevin_tilt(sigma: float) -> NoiseInjection:
+    """SGLD: ``L(w) - <eta, w>``, so a step is ``w - alpha grad L(w) + alpha eta`` (Gaussian)."""
+    size = lambda s: s.n_params  # noqa: E731
+    return NoiseInjection(
+        "sgld",
+        float(sigma),
+        size,
+        lambda key, s, dtype: _additive(key, size(s), sigma, "gaussian", dtype),
+        lambda pert, eta, s: pert._replace(tilt=pert.tilt + eta),
+        _identity_corr(size),
+    )
+
+
+def minibatch_sigma(batch_size: int, n_samples: int) -> float:
+    """``sigma = sqrt(n/b - 1)``: the standard deviation of ``eta_i = (n/b) 1{i in batch} - 1``."""
+    return float(np.sqrt(n_samples / batch_size - 1.0))
+
+
+def minibatch(batch_size: int, n_samples: int) -> NoiseInjection:
+    """Minibatch SGD: ``(1/n) sum_i (1 + eta_i) loss_i``, ``1 + eta_i = (n/b) 1{i in batch}``, a
+    batch of ``b`` distinct samples drawn uniformly. ``sigma^2 = n/b - 1``; the correlation of
+    ``eta_i, eta_j`` (``i != j``) is ``-1/(n-1)`` (sampling without replacement)."""
+    if not 1 <= batch_size <= n_samples:
+        raise ValueError(f"batch_size must be in [1, n={n_samples}] (got {batch_size})")
+    b, n = int(batch_size), int(n_samples)
+
+    def sample(key, s, dtype):
+        if s.n_samples != n:
+            raise ValueError(f"minibatch built for n={n} samples, model has {s.n_samples}")
+        ranks = jnp.argsort(jax.random.permutation(key, n))
+        return jnp.where(ranks < b, n / b, 0.0).astype(dtype) - 1.0
+
+    def correlation(s):
+        if n == 1:
+            return np.eye(1)
+        return (1.0 + 1.0 / (n - 1)) * np.eye(n) - np.ones((n, n)) / (n - 1)
+
+    return NoiseInjection(
+        "minibatch_sgd",
+        minibatch_sigma(b, n),
+        lambda s: s.n_samples,
+        sample,
+        lambda pert, eta, s: pert._replace(sample_weight=pert.sample_weight * (1.0 + eta)),
+        correlation,
+    )
+
+
+def chain(*injections: NoiseInjection) -> NoiseInjection:
+    """Several noises at once: ``eta`` is the concatenation of the pieces' ``eta``.
+
+    The chain's ``sigma`` is the first piece's (the reference scale); its correlation is
+    block-diagonal with blocks ``(sigma_i / sigma)^2 R_i``, so ``Cov eta = sigma^2 R`` still holds.
+    """
+    if not injections:
+        raise ValueError("chain needs at least one noise injection")
+    ref = injections[0].sigma
+    if ref <= 0:
+        raise ValueError("the first piece of a chain sets the reference sigma and must have sigma > 0")
+
+    def sizes_of(s):
+        return [inj.eta_size(s) for inj in injections]
+
+    def sample(key, s, dtype):
+        keys = jax.random.split(key, len(injections))
+        return jnp.concatenate([inj.sample(k, s, dtype) for inj, k in zip(injections, keys)])
+
+    def perturb(pert, eta, s):
+        start = 0
+        for inj, m in zip(injections, sizes_of(s)):
+            pert = inj.perturb(pert, eta[start : start + m], s)
+            start += m
+        return pert
+
+    def correlation(s):
+        blocks = [(inj.sigma / ref) ** 2 * inj.correlation(s) for inj in injections]
+        total = sum(b.shape[0] for b in blocks)
+        out = np.zeros((total, total))
+        start = 0
+        for b in blocks:
+            out[start : start + b.shape[0], start : start + b.shape[0]] = b
+            start += b.shape[0]
+        return out
+
+    return NoiseInjection("+".join(i.name for i in injections), ref, lambda s: sum(sizes_of(s)), sample, perturb, correlation)
+
+
+# ---------------------------------------------------------------------------------------------
+# the algorithms: pure init / step
+# ---------------------------------------------------------------------------------------------
+
+
+class NoisyGDState(NamedTuple):
+    """``w (p,)``: the iterate; ``xi (p,)``: the current anti-correlated perturbation (zeros for
+    the other algorithms)."""
+
+    w: Array
+    xi: Array
+
+
+class Algorithm(NamedTuple):
+    """``init(w0) -> state`` and ``step(state, key) -> state`` (pure)."""
+
+    init: Callable[[Array], NoisyGDState]
+    step: Callable[[NoisyGDState, Array], NoisyGDState]
+
+
+def noisy_gd(loss_hat: Callable[[Array, Array], Array], sample_eta: Callable[[Array], Array], alpha: float) -> Algorithm:
+    """``w <- w - alpha grad_w L_hat(w, eta)``, ``eta = sample_eta(key)`` fresh each step.
+
+    ``loss_hat(w (p,), eta (m,)) -> scalar``; ``sample_eta(key) -> (m,)``. The general scheme of
+    Shalova et al. (2024), eq. (1.2).
+    """
+    grad = jax.grad(loss_hat)
+
+    def init(w0):
+        return NoisyGDState(jnp.asarray(w0), jnp.zeros_like(w0))
+
+    def step(state, key):
+        eta = sample_eta(key)
+        return NoisyGDState(state.w - alpha * grad(state.w, eta), state.xi)
+
+    return Algorithm(init, step)
+
+
+def noise_injected_gd(apply: Callable, x: Array, y: Array, sizes: Sizes, injection: NoiseInjection, alpha: float, dtype=jnp.float64) -> Algorithm:
+    """:func:`noisy_gd` for a model ``apply(w, x, unit_scale)`` with data ``(x, y)`` and
+    ``sizes = (n, units, p)`` under ``injection`` (any :func:`chain`)."""
+    loss_hat = model_loss_hat(apply, x, y, sizes.n_units, injection)
+    return noisy_gd(loss_hat, lambda key: injection.sample(key, sizes, dtype), alpha)
+
+
+def model_loss_hat(apply: Callable, x: Array, y: Array, n_units: int, injection: NoiseInjection) -> Callable[[Array, Array], Array]:
+    """``L_hat(w, eta)`` (see :func:`perturbed_loss`) for a model with ``n_units`` hidden units."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    n = int(y.shape[0])
+
+    def loss_hat(w, eta):
+        sizes = Sizes(n, n_units, int(w.shape[0]))
+        pert = injection.perturb(no_perturbation(sizes, w.dtype), eta, sizes)
+        return perturbed_loss(apply, x, y, w, pert)
+
+    return loss_hat
+
+
+def anticorrelated_perturbed_gd(loss: Callable[[Array], Array], sigma: float, alpha: float) -> Algorithm:
+    """Anti-PGD (Orvieto, Kersting, Proske, Bach, Lucchi, ICML 2022):
+    ``w_{k+1} = w_k - alpha grad L(w_k) + xi_{k+1} - xi_k``, ``xi_k ~ N(0, sigma^2 I)`` i.i.d.,
+    ``xi_0 = 0``. ``z_k = w_k - xi_k`` follows perturbed GD ``z_{k+1} = z_k - alpha grad L(z_k + xi_k)``
+    exactly (so the limit of ``z`` is the perturbed-GD limit with the same ``sigma``)."""
+    grad = jax.grad(loss)
+
+    def init(w0):
+        w0 = jnp.asarray(w0)
+        return NoisyGDState(w0, jnp.zeros_like(w0))
+
+    def step(state, key):
+        xi_new = sigma * jax.random.normal(key, state.w.shape, state.w.dtype)
+        return NoisyGDState(state.w - alpha * grad(state.w) + xi_new - state.xi, xi_new)
+
+    return Algorithm(init, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# driver: scan over steps, vmap over runs
+# ---------------------------------------------------------------------------------------------
+
+
+def make_runner(algorithm: Algorithm, observe: Callable[[Array], dict], steps_per_save: int, n_saves: int):
+    """A jitted ``run(w0 (p,), keys (R,)) -> (final states, observations)``.
+
+    Each run ``r`` starts at ``w0`` and draws its step keys by splitting ``keys[r]``; the
+    observations ``observe(w)`` (a dict of scalars) are taken at steps ``j * steps_per_save``,
+    ``j = 0..n_saves``: every value has shape ``(R, n_saves + 1)``. Pure ``lax.scan`` (saves) of
+    ``lax.scan`` (steps), ``vmap`` over runs.
+    """
+
+    def one_run(w0, key):
+        state = algorithm.init(w0)
+
+        def inner(carry, _):
+            st, k = carry
+            k, sub = jax.random.split(k)
+            return (algorithm.step(st, sub), k), None
+
+        def outer(carry, _):
+            carry, _ = jax.lax.scan(inner, carry, None, length=steps_per_save)
+            return carry, observe(carry[0].w)
+
+        obs0 = observe(state.w)
+        (state, _), obs = jax.lax.scan(outer, (state, key), None, length=n_saves)
+        obs = {k: jnp.concatenate([obs0[k][None], v]) for k, v in obs.items()}
+        return state, obs
+
+    return jax.jit(jax.vmap(one_run, in_axes=(None, 0)))
+
+
+def run_keys(seed: int, n_runs: int, salt: int = 0) -> Array:
+    """``n_runs`` independent keys ``fold_in(fold_in(key(seed), salt), r)``."""
+    base = jax.random.fold_in(jax.random.key(seed), salt)
+    return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(n_runs))
+
+
+def make_injection(name: str, sigma: float = 0.0, *, distribution: str | None = None, batch_size: int | None = None, n_samples: int | None = None) -> NoiseInjection:
+    """The injection ``name`` (one of :data:`NOISE_NAMES` except the anti-correlated one, which is
+    an algorithm; asking for it returns :func:`weight_perturbation`, its ``z``-variable form)."""
+    if name == "label_noise":
+        return label_noise(sigma, distribution or "gaussian")
+    if name == "dropout":
+        return dropout(sigma, distribution or "bernoulli")
+    if name == "dropconnect":
+        return dropconnect(sigma, distribution or "bernoulli")
+    if name in ("perturbed_gd", "anticorrelated_perturbed_gd"):
+        return weight_perturbation(sigma, distribution or "gaussian")
+    if name == "sgld":
+        return langevin_tilt(sigma)
+    if name == "minibatch_sgd":
+        if batch_size is None or n_samples is None:
+            raise ValueError("minibatch_sgd needs batch_size and n_samples")
+        return minibatch(batch_size, n_samples)
+    raise ValueError(f"unknown noise {name!r}; available: {', '.join(NOISE_NAMES)}")
+
+
+__all__: Sequence[str] = [
+    "NOISE_NAMES",
+    "Algorithm",
+    "NoiseInjection",
+    "NoisyGDState",
+    "Perturbation",
+    "Sizes",
+    "anticorrelated_perturbed_gd",
+    "chain",
+    "dropconnect",
+    "dropout",
+    "keep_probability",
+    "label_noise",
+    "langevin_tilt",
+    "make_injection",
+    "make_runner",
+    "minibatch",
+    "minibatch_sigma",
+    "model_loss_hat",
+    "no_perturbation",
+    "noise_injected_gd",
+    "noisy_gd",
+    "perturbed_loss",
+    "run_keys",
+    "weight_perturbation",
+]
