@@ -52,6 +52,8 @@ def test_theory_config_validation():
         sgdlab.load_config({"theory": {"damping": 1.0}})
     with pytest.raises(sgdlab.ConfigError, match=r"theory\.samples"):
         sgdlab.load_config({"theory": {"samples": 1}})
+    with pytest.raises(sgdlab.ConfigError, match=r"theory\.samples=100 must be >= 2 \(n_steps \+ 1\) = 302"):
+        sgdlab.load_config({"theory": {"methods": ["dmft"], "samples": 100}})
     with pytest.raises(sgdlab.ConfigError, match="lists a method twice"):
         sgdlab.load_config({"theory": {"methods": ["dmft", "dmft"]}})
 

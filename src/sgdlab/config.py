@@ -164,6 +164,7 @@ class TheoryConfig(_Section):
     tolerance: float = Field(1e-4, gt=0, description="DMFT stopping tolerance on the relative kernel change, in (0, inf)")
     seed: int = Field(0, ge=0, lt=2**32, description="DMFT random stream, in [0, 2^32)")
     response: Literal["probe", "stein"] = "probe"
+    start: Literal["march", "zero"] = "march"
 
     @field_validator("methods")
     @classmethod
@@ -230,6 +231,17 @@ class Config(_Section):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     theory: TheoryConfig = Field(default_factory=TheoryConfig)
     sweep: SweepConfig | None = None
+
+    @model_validator(mode="after")
+    def _theory_fits_the_grid(self):
+        if "dmft" in self.theory.methods:
+            need = 2 * (self.algorithm.n_saves * self.algorithm.save_every + 1)
+            if self.theory.samples < need:
+                raise ValueError(
+                    f"theory.samples={self.theory.samples} must be >= 2 (n_steps + 1) = {need} for the DMFT's "
+                    "response regression; raise it or shorten the horizon"
+                )
+        return self
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of the resolved config."""

@@ -100,7 +100,7 @@ def dmft_inputs(cfg: Config):
     )
     options = SolverOptions(
         samples=th.samples, damping=th.damping, iterations=th.iterations, tolerance=th.tolerance, seed=th.seed,
-        response=th.response,
+        response=th.response, start=th.start,
     )
     return problem, dynamics, options
 
@@ -112,9 +112,8 @@ def solve_theory(cfg: Config, method: str) -> xr.Dataset:
     from sgdlab.theory.dmft import dmft_dataset, solve_dmft
 
     problem, dynamics, options = dmft_inputs(cfg)
-    ds = dmft_dataset(solve_dmft(problem, dynamics, options), cfg.algorithm.save_every)
-    times = ds["step"].values * cfg.algorithm.eta  # the config's own time (normalised: t = k eta)
-    ds = ds.assign_coords(t=("t", times, ds.t.attrs), t_prime=("t_prime", times, ds.t_prime.attrs))
+    # time_step: the config's own eta (a normalised config is solved with eta / b, but t = k eta)
+    ds = dmft_dataset(solve_dmft(problem, dynamics, options), cfg.algorithm.save_every, time_step=cfg.algorithm.eta)
     ds.attrs = {f"dmft_{k}": v for k, v in ds.attrs.items() if k != "sgdlab_version"}
     return ds
 
