@@ -46,7 +46,7 @@ def test_examples_and_help():
     assert result.exit_code == 0
     for name in example_names():
         assert name in result.output
-    for cmd in ([], ["run"], ["examples"], ["info"]):
+    for cmd in ([], ["run"], ["theory"], ["sweep"], ["plot"], ["manifold"], ["examples"], ["info"]):
         result = runner.invoke(app, cmd + ["--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -57,3 +57,28 @@ def test_every_example_is_a_valid_config():
 
     for name in example_names():
         load_config(example_path(name))
+
+
+def test_sub_command_examples_are_checked(tmp_path):
+    result = runner.invoke(app, ["manifold", "--example", "nope", "-o", str(tmp_path)])
+    assert result.exit_code != 0 and "available" in result.output
+    result = runner.invoke(app, ["manifold", "-o", str(tmp_path)])
+    assert result.exit_code != 0 and "CONFIG or --example" in result.output
+
+
+def test_sweep_and_plot_commands(tmp_path):
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text(
+        '[algorithm]\nhorizon = 1.0\n[simulation]\nd = 60\nseeds = 2\n'
+        '[sweep]\n"algorithm.batch_fraction" = [0.5, 1.0]\n'
+    )
+    store_path = tmp_path / "sw.zarr"
+    result = runner.invoke(app, ["sweep", str(cfg), "-o", str(store_path), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sweep", "--status", str(store_path)])
+    assert result.exit_code == 0 and "2" in result.output
+    result = runner.invoke(app, ["plot", str(store_path), "--var", "q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sw.png").read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(app, ["plot", str(store_path), "--var", "nope"])
+    assert result.exit_code == 2 and "not in the store" in result.output
