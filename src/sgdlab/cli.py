@@ -64,7 +64,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _load(config: Optional[Path], example: Optional[str], overrides: list[str]):
-    from sgdlab.config import ConfigError, load_config
+    from sgdlab.config import ConfigError, load_config, read_toml
 
     if config is not None and example is not None:
         raise typer.BadParameter("give either CONFIG or --example, not both", param_hint="--example")
@@ -72,11 +72,7 @@ def _load(config: Optional[Path], example: Optional[str], overrides: list[str]):
     try:
         if not overrides:
             return load_config(path)
-        if not Path(path).is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        data = tomllib.loads(Path(path).read_text())
-        data.setdefault("name", Path(path).stem)
-        return load_config(_merge(data, _parse_overrides(overrides)))
+        return load_config(_merge(read_toml(path), _parse_overrides(overrides)))
     except ConfigError as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(2) from None
@@ -312,6 +308,26 @@ def manifold(
     from sgdlab.manifold_experiment import manifold_command
 
     _run_command(manifold_command, _sub_config(config, example, "manifold"), out)
+
+
+@app.command()
+def noise(
+    config: Optional[Path] = typer.Argument(None, help="TOML config plus an optional [noise] table (docs/effective_noise.md)."),
+    example: Optional[str] = typer.Option(None, "--example", "-e", help="A built-in example of examples/noise/."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/noise.zarr and the three figures."),
+):
+    """The effective noise of SGD: FDT plot (T_eff), replica distance D(t), margin histogram."""
+    from sgdlab.config import ConfigError
+    from sgdlab.effective_noise import noise_command
+
+    path = _sub_config(config, example, "noise")
+    with console.status("effective noise") as status:
+        try:
+            table = noise_command(path, out, progress=lambda msg: status.update(msg))
+        except ConfigError as err:
+            console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(2) from None
+    Console().print(table)
 
 
 @app.command()

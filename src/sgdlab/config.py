@@ -275,6 +275,38 @@ def _format_error(err: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML config file, with ``name`` defaulting to the file's stem.
+
+    Raises :class:`ConfigError` for a missing file or invalid TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    data.setdefault("name", path.stem)
+    return data
+
+
+def validate_config(model: type[BaseModel], source: BaseModel | dict[str, Any] | str | Path) -> BaseModel:
+    """Validate ``source`` (an instance of ``model``, a dict of TOML keys or a TOML path) as
+    ``model``; every config type of sgdlab is loaded through here.
+
+    Raises :class:`ConfigError` with one line per problem, each naming the key.
+    """
+    if isinstance(source, model):
+        return source
+    if isinstance(source, (str, Path)):
+        source = read_toml(source)
+    try:
+        return model.model_validate(source)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
 def load_config(source: Config | dict[str, Any] | str | Path | None = None) -> Config:
     """A validated :class:`Config` from a Config, a dict, a TOML path, or ``None`` (the built-in
     default experiment ``examples/default.toml``: the model defaults plus DMFT beside the simulation).
@@ -285,20 +317,4 @@ def load_config(source: Config | dict[str, Any] | str | Path | None = None) -> C
         from importlib import resources
 
         source = Path(str(resources.files("sgdlab") / "examples" / "default.toml"))
-    if isinstance(source, Config):
-        return source
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML: {err}") from None
-        if "name" not in data:
-            data["name"] = path.stem
-        source = data
-    try:
-        return Config.model_validate(source)
-    except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+    return validate_config(Config, source)

@@ -46,7 +46,6 @@ import hashlib
 import json
 import math
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,11 +53,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sgdlab import __version__
 from sgdlab.algorithms import noise_injection as ni
-from sgdlab.config import ConfigError, _format_error, _Section
+from sgdlab.config import ConfigError, _Section, validate_config
 from sgdlab.experiment import NonFiniteError
 from sgdlab.problems import manifold_models as mm
 from sgdlab.theory import manifold as mf
@@ -261,24 +260,7 @@ def load_manifold_config(source: ManifoldConfig | dict[str, Any] | str | Path | 
 
     Raises :class:`~sgdlab.config.ConfigError` with one line per problem, each naming the key.
     """
-    if source is None:
-        return ManifoldConfig()
-    if isinstance(source, ManifoldConfig):
-        return source
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML: {err}") from None
-        data.setdefault("name", path.stem)
-        source = data
-    try:
-        return ManifoldConfig.model_validate(source)
-    except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+    return ManifoldConfig() if source is None else validate_config(ManifoldConfig, source)
 
 
 # ---------------------------------------------------------------------------------------------
