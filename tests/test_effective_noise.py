@@ -1,0 +1,216 @@
+"""Effective noise of SGD (spec 02): FDT temperature, replica distance, margins."""
+
+import jax
+import numpy as np
+import pytest
+
+import sgdlab  # noqa: F401  (float64)
+from sgdlab import effective_noise as en
+from sgdlab.config import load_config
+from sgdlab.experiment import dmft_inputs, simulate, simulation_inputs
+from sgdlab.theory.dmft import solve_dmft
+from sgdlab.theory.fdt import effective_temperature, fit_fdt, weak_noise_temperature
+
+# Square loss + ridge + Langevin: linear dynamics, a sum of discrete Ornstein-Uhlenbeck modes with
+# curvatures a in [ridge, ridge + Delta (1 + sqrt(alpha))^2] (Marchenko-Pastur edge). Each mode has
+# the exact discrete FDT ratio chi/dC = (2 - eta a) / (2 T), so T_eff lies in
+# [2T / (2 - eta a_min), 2T / (2 - eta a_max)]: T up to O(eta), with an exact bracket.
+LANGEVIN = {
+    "problem": {"alpha": 2.0, "delta": 0.5, "loss": "square", "ridge": 0.5},
+    "algorithm": {"name": "langevin", "temperature": 0.2, "eta": 0.05, "horizon": 8.0},
+}
+
+
+def _ou_bracket(alpha=2.0, delta=0.5, ridge=0.5, T=0.2, eta=0.05):
+    a_min, a_max = ridge, ridge + delta * (1 + np.sqrt(alpha)) ** 2
+    return 2 * T / (2 - eta * a_min), 2 * T / (2 - eta * a_max)
+
+
+def _ou_matrices(a, T, eta, n, x0_var):
+    """Exact C, R of the discrete scalar OU chain w_{k+1} = (1 - eta a) w_k + sqrt(2 T eta) xi."""
+    r = 1 - eta * a
+    k = np.arange(n + 1)
+    V_inf = 2 * T / (a * (2 - eta * a))
+    var = V_inf + (x0_var - V_inf) * r ** (2 * k)
+    K, J = np.meshgrid(k, k, indexing="ij")
+    lo = np.minimum(K, J)
+    C = var[lo] * r ** np.abs(K - J)
+    R = np.where(K > J, eta * r ** np.maximum(K - J - 1, 0), 0.0)
+    return C, R
+
+
+def test_fdt_exact_on_discrete_ou():
+    T, eta, a = 0.3, 0.1, 1.7
+    C, R = _ou_matrices(a, T, eta, 300, x0_var=T / a)
+    f = effective_temperature(C, R, max_lag=40, n_ref=4, ref_span=40)
+    expect = 2 * T / (2 - eta * a)
+    assert f.T_eff == pytest.approx(expect, rel=1e-8)
+    assert f.T_short == pytest.approx(expect, rel=1e-8)
+    assert abs(f.curvature) < 1e-6 and f.stationary
+    assert f.units == "field" and "field" in f.convention
+    g = effective_temperature(C, R, max_lag=40, units="loss", mobility=0.5)
+    assert g.T_eff == pytest.approx(2 * expect, rel=1e-8)
+    # a non-stationary start is flagged
+    C2, R2 = _ou_matrices(0.2, T, eta, 60, x0_var=5.0)  # relaxation time 25 steps
+    assert not effective_temperature(C2, R2, max_lag=10, n_ref=3, ref_span=20, drift_tolerance=0.02).stationary
+
+
+def test_fdt_bent_plot_has_curvature():
+    # two OU modes at different temperatures: a time-scale-dependent T, a bent parametric plot
+    C1, R1 = _ou_matrices(5.0, 0.5, 0.02, 400, 0.5 / 5.0)
+    C2, R2 = _ou_matrices(0.3, 0.05, 0.02, 400, 0.05 / 0.3)
+    f = effective_temperature(C1 + C2, (R1 + R2) / 2, max_lag=150)
+    assert f.curvature > 0.1  # slope grows with the lag: the slow mode is colder
+    assert f.T_short > f.T_eff
+
+
+def test_dmft_langevin_temperature():
+    cfg = load_config(LANGEVIN)
+    problem, dyn, opt = dmft_inputs(cfg)
+    Cs, Rs = [], []
+    for seed in range(2):
+        r = solve_dmft(problem, dyn, opt._replace(samples=3000, seed=seed, iterations=3))
+        Cs.append(r.C)
+        Rs.append(r.R)
+    f = effective_temperature(np.array(Cs), np.array(Rs), max_lag=30, n_ref=5, ref_span=40)
+    lo, hi = _ou_bracket()
+    err = 3 * f.T_eff_err + 1e-3  # Monte-Carlo error, plus the residual transient at t = 8
+    assert lo - err < f.T_eff < hi + err
+    assert abs(f.T_eff - 0.2) < 0.05 * 0.2  # T within O(eta): eta a_max / 2 ~ 0.085 at most
+    assert f.stationary
+
+
+def _pair_cfg(name="persistent_sgd", tau=0.5, b=0.3, d=300, horizon=3.0, seeds=4):
+    alg = {"name": name, "eta": 0.05, "horizon": horizon, "save_every": 5}
+    if name != "gd":
+        alg["batch_fraction"] = b
+    if name == "persistent_sgd":
+        alg["persistence_time"] = tau
+    return load_config(
+        {
+            "problem": {"alpha": 2.0, "delta": 0.5, "loss": "logistic", "ridge": 0.05},
+            "algorithm": alg,
+            "simulation": {"d": d, "seeds": seeds, "dtype": "float64"},
+        }
+    )
+
+
+def _replicas(cfg, n_replicas=2):
+    spec, params = simulation_inputs(cfg)
+    keys = en.seed_keys(cfg.simulation.seed_list)
+    return jax.vmap(lambda k: en.replica_run(spec, params, k, n_replicas, cfg.algorithm.n_saves))(keys)
+
+
+def test_replica_zero_is_the_plain_simulation():
+    cfg = _pair_cfg(seeds=2, horizon=1.0)
+    one = _replicas(cfg, 1)
+    ds = simulate(cfg)
+    np.testing.assert_allclose(np.asarray(one.q), ds.q.values[0], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(one.train_error), ds.train_error.values[0], rtol=1e-12)
+
+
+def test_gd_replicas_coincide_and_sgd_replicas_separate():
+    gd = _replicas(_pair_cfg("gd", seeds=2, horizon=1.0))
+    assert np.all(np.asarray(gd.D) == 0.0)
+    sgd = _replicas(_pair_cfg("sgd", seeds=2, horizon=1.0))
+    assert np.asarray(sgd.D)[:, 0].max() == 0.0  # same start
+    assert np.all(np.asarray(sgd.D)[:, -1] > 1e-4)
+
+
+def test_distance_grows_with_persistence_time():
+    late = {}
+    for tau in (0.25, 2.0):
+        D = np.asarray(_replicas(_pair_cfg(tau=tau, seeds=6)).D)[:, -4:].mean(axis=1)  # per seed
+        late[tau] = (D.mean(), D.std(ddof=1) / np.sqrt(len(D)))
+    (m1, e1), (m2, e2) = late[0.25], late[2.0]
+    assert m2 - m1 > 3 * np.hypot(e1, e2)
+
+
+def test_margins():
+    cfg = _pair_cfg(seeds=1, horizon=0.5)
+    spec, params = simulation_inputs(cfg)
+    from sgdlab.simulation import init
+
+    data, _ = init(spec, params, en.seed_keys([0])[0])
+    x, y = np.asarray(data.train.x), np.asarray(data.train.y)
+    w = np.random.default_rng(0).normal(size=spec.d) * 3.0
+    h = x @ w / np.sqrt(spec.d)
+    kappa = np.asarray(en.margins(y, h, w @ w / spec.d))
+    np.testing.assert_allclose(kappa, y * (x @ w) / np.linalg.norm(w), rtol=1e-10)  # scale-free
+    k = np.asarray(_replicas(cfg).margins[0])
+    assert k.shape == (spec.n,) and np.isfinite(k).all()
+
+
+def test_weak_noise_heuristic_limits():
+    assert weak_noise_temperature(2.0, 0.5, 0.3, 1.0, 1.0, 0.1) == 0.0  # GD
+    # minibatch SGD: tau = eta / b gives the gradient-variance value alpha Delta <l'^2> b (1-b) eta / 2
+    assert weak_noise_temperature(2.0, 0.5, 0.3, 0.25, 0.4, 0.1) == pytest.approx(2 * 0.5 * 0.3 * 0.25 * 0.75 * 0.05)
+
+
+@pytest.mark.slow
+def test_simulation_langevin_temperature():
+    cfg = load_config({**LANGEVIN, "simulation": {"d": 2000, "seeds": 6, "dtype": "float64"}})
+    spec, params = simulation_inputs(cfg)
+    runs = jax.vmap(lambda k: en.response_run(spec, params, k, 200, 30, 4))(en.seed_keys(range(6)))
+    f = fit_fdt(en.response_curve(runs), 3)
+    lo, hi = _ou_bracket()
+    assert lo - 3 * f.T_eff_err < f.T_eff < hi + 3 * f.T_eff_err
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-replica DMFT (sgdlab.theory.replicas)
+# ---------------------------------------------------------------------------------------------
+
+
+def _replica_dmft(cfg, seeds=(0,), samples=None):
+    from sgdlab.theory.replicas import replica_distance_seeds
+
+    problem, dyn, opt = dmft_inputs(cfg)
+    opt = opt._replace(samples=samples or 2000, iterations=3)
+    t, D, res = replica_distance_seeds(problem, dyn, opt, seeds, time_step=cfg.algorithm.eta)
+    return t, D, res
+
+
+def test_replica_dmft_gd_zero_sgd_positive_and_growing_with_tau():
+    # one compiled shape (logistic, 20 steps) for all cases
+    t, D, res = _replica_dmft(_pair_cfg("gd", horizon=1.0))
+    assert np.all(D == 0.0) and res[0].converged  # identical masks, no Langevin: exactly zero
+    t, D, res = _replica_dmft(_pair_cfg("sgd", horizon=1.0))
+    assert D[0, 0] == 0.0 and np.all(D[0, 1:] > 0) and np.all(np.diff(D[0]) > 0)
+    assert res[0].converged and res[0].residuals[-1] < 1e-8
+    late = []
+    for tau in (0.25, 2.0):
+        t, D, _ = _replica_dmft(_pair_cfg(tau=tau, horizon=1.0), seeds=(0, 1))
+        late.append(D[:, -5:].mean(axis=1))
+    (m1, e1), (m2, e2) = ((x.mean(), x.std(ddof=1) / np.sqrt(len(x))) for x in late)
+    assert m2 - m1 > 3 * np.hypot(e1, e2) and m2 > 1.5 * m1
+
+
+@pytest.mark.slow
+def test_replica_dmft_langevin_independent_noises():
+    # square loss, full batch: the replicas differ only by their independent Langevin noises and
+    # w1 - w2 follows the linear map (1 - eta H) plus sqrt(2 T eta)(xi1 - xi2), H = ridge + Delta X^T X / d
+    # (+ a rank-one mean part, negligible). Two steps: D_2 = 2 T eta (1 + <(1 - eta H)^2>) with the
+    # Marchenko-Pastur moments <H> = ridge + Delta alpha, <H^2> = ridge^2 + 2 ridge Delta alpha + Delta^2 alpha (1 + alpha).
+    cfg = load_config({**LANGEVIN, "algorithm": {**LANGEVIN["algorithm"], "horizon": 1.0}})
+    t, D, res = _replica_dmft(cfg)
+    assert D[0, 0] == 0.0 and np.all(D[0, 1:] > 0)
+    T, eta, lam, delta, alpha = 0.2, 0.05, 0.5, 0.5, 2.0
+    h1, h2 = lam + delta * alpha, lam**2 + 2 * lam * delta * alpha + delta**2 * alpha * (1 + alpha)
+    assert D[0, 1] == pytest.approx(2 * T * eta, rel=1e-12)
+    assert D[0, 2] == pytest.approx(2 * T * eta * (2 - 2 * eta * h1 + eta**2 * h2), rel=5e-3)  # MC error of M, Q
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,tau", [("sgd", None), ("persistent_sgd", 0.5), ("persistent_sgd", 2.0)])
+def test_replica_dmft_matches_simulation(name, tau):
+    cfg = _pair_cfg(name, tau=tau or 0.5, d=1000, seeds=8)
+    t, D, _ = _replica_dmft(cfg, seeds=(0, 1, 2, 3), samples=4000)
+    Ds = np.asarray(_replicas(cfg).D)
+    every = cfg.algorithm.save_every
+    Dd = D[:, ::every]
+    # compare the time average over t in [1, 3] (the dynamics is still moving: no stationarity needed)
+    sel = slice(4, None)
+    a, b = Dd[:, sel].mean(1), Ds[:, sel].mean(1)
+    err = np.hypot(a.std(ddof=1) / np.sqrt(len(a)), b.std(ddof=1) / np.sqrt(len(b)))
+    assert abs(a.mean() - b.mean()) < 4 * err, (a.mean(), b.mean(), err)
