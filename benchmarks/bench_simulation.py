@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--numpy-seeds", type=int, default=2, help="seeds timed for the NumPy loop (rate is per seed-step)")
     parser.add_argument("--quick", action="store_true", help="d = 2000 only")
+    parser.add_argument("--dtypes", default="float32,float64", help="comma-separated dtypes to run")
     parser.add_argument("--case", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -130,25 +131,25 @@ def main() -> None:
     if not args.quick:
         # 16 seeds at d = 8000 hold 8 GiB (float32) / 16 GiB (float64) of data: batch them.
         cases += [(8000, "float32", 8), (8000, "float64", 4)]
-    rows = []
+    cases = [c for c in cases if c[1] in args.dtypes.split(",")]
+    print(f"memory bandwidth (measured, streaming read): {bandwidth / 1e9:.1f} GB/s", flush=True)
+    header = f"{'d':>6} {'dtype':>8} {'seeds':>5} {'batch':>5} | {'sim steps/s':>11} {'numpy steps/s':>13} {'speed-up':>8} | {'bound steps/s':>13} {'of bound':>8} | {'peak GiB':>8}"
+    print(header)
+    print("-" * len(header), flush=True)
     for d, dtype, batch in cases:
         spec = dict(d=d, dtype=dtype, seeds=args.seeds, steps=args.steps, seed_batch=min(batch, args.seeds), numpy_seeds=args.numpy_seeds)
         out = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
             raise SystemExit(f"case {spec} failed")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-
-    print(f"memory bandwidth (measured, streaming read): {bandwidth / 1e9:.1f} GB/s; device: {rows[0]['device']}")
-    header = f"{'d':>6} {'dtype':>8} {'seeds':>5} {'batch':>5} | {'sim steps/s':>11} {'numpy steps/s':>13} {'speed-up':>8} | {'bound steps/s':>13} {'of bound':>8} | {'peak GiB':>8}"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
+        r = json.loads(out.stdout.strip().splitlines()[-1])
         bound = bandwidth / r["bytes_per_step"]
         print(
             f"{r['d']:>6} {r['dtype']:>8} {r['seeds']:>5} {r['seed_batch']:>5} | {r['sim_rate']:>11.0f} {r['numpy_rate']:>13.0f} "
-            f"{r['sim_rate'] / r['numpy_rate']:>7.1f}x | {bound:>13.0f} {r['sim_rate'] / bound:>7.0%} | {r['peak_rss_gib']:>8.2f}"
+            f"{r['sim_rate'] / r['numpy_rate']:>7.1f}x | {bound:>13.0f} {r['sim_rate'] / bound:>7.0%} | {r['peak_rss_gib']:>8.2f}",
+            flush=True,
         )
+    print(f"device: {r['device']}")
     print("steps/s are seed-steps per second (one step of one seed); 'bound' = bandwidth / (2 n d bytes).")
 
 
