@@ -46,7 +46,7 @@ def test_examples_and_help():
     assert result.exit_code == 0
     for name in example_names():
         assert name in result.output
-    for cmd in ([], ["run"], ["theory"], ["sweep"], ["plot"], ["manifold"], ["examples"], ["info"]):
+    for cmd in ([], ["run"], ["theory"], ["sweep"], ["plot"], ["manifold"], ["sde"], ["noise"], ["examples"], ["info"]):
         result = runner.invoke(app, cmd + ["--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 

@@ -311,6 +311,21 @@ def manifold(
 
 
 @app.command()
+def sde(
+    config: Optional[Path] = typer.Argument(None, help="TOML config of a weak-error study (docs/sde.md)."),
+    example: Optional[str] = typer.Option(None, "--example", "-e", help="A built-in example of examples/sde/."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/NAME.zarr and OUT/NAME.png."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key of the study config (repeatable)."),
+):
+    """SDE limits of SGD: weak errors of GF / SME / SMF / SVAG against SGD over eta, with fitted orders."""
+    from sgdlab.sde_experiment import sde_command
+
+    overrides = _parse_overrides(set_) or None
+    _run_command(lambda path, out_dir, progress: sde_command(path, out_dir, overrides=overrides, progress=progress),
+                 _sub_config(config, example, "sde"), out)
+
+
+@app.command()
 def noise(
     config: Optional[Path] = typer.Argument(None, help="TOML config plus an optional [noise] table (docs/effective_noise.md)."),
     example: Optional[str] = typer.Option(None, "--example", "-e", help="A built-in example of examples/noise/."),
