@@ -54,17 +54,8 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def _load(config: Optional[Path], example: Optional[str], overrides: list[str]):
-    from sgdlab.config import ConfigError, load_config, read_toml
+    from sgdlab.config import ConfigError, load_config, merge_tables, read_toml
 
     if config is not None and example is not None:
         raise typer.BadParameter("give either CONFIG or --example, not both", param_hint="--example")
@@ -72,7 +63,7 @@ def _load(config: Optional[Path], example: Optional[str], overrides: list[str]):
     try:
         if not overrides:
             return load_config(path)
-        return load_config(_merge(read_toml(path), _parse_overrides(overrides)))
+        return load_config(merge_tables(read_toml(path), _parse_overrides(overrides)))
     except ConfigError as err:
         console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(2) from None

@@ -291,6 +291,19 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def merge_tables(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge the nested table ``extra`` into ``base`` (in place, ``extra`` wins); returns ``base``.
+
+    Used for ``--set section.key=value`` overrides on top of a TOML file.
+    """
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_tables(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def validate_config(model: type[BaseModel], source: BaseModel | dict[str, Any] | str | Path) -> BaseModel:
     """Validate ``source`` (an instance of ``model``, a dict of TOML keys or a TOML path) as
     ``model``; every config type of sgdlab is loaded through here.

@@ -132,8 +132,6 @@ def combine(parts: list[xr.Dataset], cfg: Config) -> xr.Dataset:
     for p in parts:
         attrs.update(p.attrs)
     ds = aligned[0] if len(aligned) == 1 else xr.concat(aligned, dim="method", data_vars="all", join="outer", combine_attrs="drop")
-    if "step" in ds.coords and ds["step"].dtype != np.int64:
-        ds = ds.assign_coords(step=("t", np.rint(ds.t.values / cfg.algorithm.eta).astype(np.int64)))
     ds.attrs = {**attrs, **_base_attrs(cfg)}
     return ds
 

@@ -37,7 +37,7 @@ from pydantic import Field, model_validator
 from rich.table import Table
 
 from sgdlab import __version__
-from sgdlab.config import _Section, read_toml, validate_config
+from sgdlab.config import _Section, merge_tables, read_toml, validate_config
 from sgdlab.problems import finite_sum as fs
 
 ModelName = Literal["gf", "sme1", "sme2", "smf", "smf_independent", "smf_expected_gradient", "svag"]
@@ -356,15 +356,6 @@ def results_table(ds: xr.Dataset, title: str = "measured weak orders") -> Table:
     return table
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
-
-
 def sde_command(
     config_path: str | Path,
     out_dir: str | Path = "results",
@@ -385,7 +376,7 @@ def sde_command(
 
     path = Path(config_path)
     if overrides:
-        cfg = load_sde_config(_merge(read_toml(path), overrides))
+        cfg = load_sde_config(merge_tables(read_toml(path), overrides))
     else:
         cfg = load_sde_config(path)
     out = Path(out_dir)

@@ -411,10 +411,6 @@ def sweep_status(store: str | Path) -> SweepSummary:
 
 def load_sweep(store: str | Path) -> xr.Dataset:
     """Open a sweep store (every point, pending ones NaN) and load it into memory."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        with xr.open_zarr(store, consolidated=False) as ds:
-            out = ds.load()
-    if "method" in out.coords and out["method"].dtype == object:
-        out["method"] = out["method"].astype(str)
-    return out
+    from sgdlab.store import load
+
+    return load(store)

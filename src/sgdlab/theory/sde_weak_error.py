@@ -147,7 +147,6 @@ def weak_error_study(
     x0s = np.atleast_2d(np.asarray(x0, dtype=np.float64))
     if x0s.shape[1] != d or x0s.shape[0] < need:
         raise ValueError(f"x0 must have shape (K >= {need}, {d}); got {x0s.shape}")
-    K = x0s.shape[0]
     B = problem.batch_size
 
     lin = None
