@@ -140,6 +140,7 @@ def test_resume_refuses_a_different_sweep_and_status_reports(tmp_path):
         ({"zip": {"problem.alpha": [1.0], "problem.delta": [0.1, 0.2]}}, "equal lengths"),
         ({"algorithm.eta": []}, "non-empty list"),
         ({}, "at least one axis"),
+        ({"algorithm.eta": [0.1], "points_per_task": 0}, r"sweep\.points_per_task"),
     ],
 )
 def test_sweep_section_validation(sweep, match):

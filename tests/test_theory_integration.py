@@ -54,6 +54,9 @@ def test_theory_config_validation():
         sgdlab.load_config({"theory": {"samples": 1}})
     with pytest.raises(sgdlab.ConfigError, match=r"theory\.samples=100 must be >= 2 \(n_steps \+ 1\) = 302"):
         sgdlab.load_config({"theory": {"methods": ["dmft"], "samples": 100}})
+    for key, value in (("iterations", 0), ("tolerance", 0.0), ("seed", -1), ("response", "exact"), ("start", "warm")):
+        with pytest.raises(sgdlab.ConfigError, match=rf"theory\.{key}"):
+            sgdlab.load_config({"theory": {key: value}})
     with pytest.raises(sgdlab.ConfigError, match="lists a method twice"):
         sgdlab.load_config({"theory": {"methods": ["dmft", "dmft"]}})
 
