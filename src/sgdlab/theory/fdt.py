@@ -43,7 +43,10 @@ least-squares standard error of the fit (which ignores the correlation of the re
 therefore only indicative: ``err_kind`` says which).
 
 Stationarity diagnostic: ``drift = max_l |C[k2, k2-l] - C[k1, k1-l]| / C[k2, k2]`` between the
-first and last reference steps ``k1 < k2`` (``stationary = drift < drift_tolerance``).
+first and last reference steps ``k1 < k2``, of the replicate mean, with its standard error over
+replicates; ``stationary = drift < drift_tolerance or drift < 3 drift_err``. The second clause
+matters for noisy estimators (a sampled DMFT, a simulation at finite ``d``) whose ``C`` fluctuates
+by more than the tolerance between reference times without any systematic drift.
 
 The weak-noise estimate of the spec (:func:`weak_noise_temperature`) is a *heuristic* to plot
 beside the measurement, never an oracle.
@@ -75,6 +78,7 @@ class FDTCurve(NamedTuple):
     dC: np.ndarray  # (..., L+1)  C(k,k) - C(k,k-l)
     chi: np.ndarray  # (..., L+1)  sum_{j=k-l}^{k-1} R(k,j)
     drift: np.ndarray  # (...,) stationarity diagnostic (nan if unknown)
+    drift_curve: np.ndarray | None = None  # (..., L+1) signed [C(k2, k2-l) - C(k1, k1-l)] / C(k2, k2)
 
 
 class FDTResult(NamedTuple):
@@ -83,7 +87,9 @@ class FDTResult(NamedTuple):
     ``T_eff = 1/slope_global`` and ``T_short = 1/slope_short`` in ``units`` (``"field"`` or
     ``"loss"``), with standard errors ``T_eff_err``, ``T_short_err`` (``err_kind``: ``"replicates"``
     or ``"fit"``); ``curvature`` (dimensionless); ``curve`` the replicate-mean curve;
-    ``drift``, ``stationary``; ``convention``: a sentence stating units and mobility.
+    ``drift`` (with its standard error ``drift_err`` over replicates, NaN with one replicate),
+    ``stationary`` (``drift < drift_tolerance`` or ``drift < 3 drift_err``: no drift resolved
+    beyond the estimator's noise); ``convention``: a sentence stating units and mobility.
     """
 
     T_eff: float
@@ -101,6 +107,7 @@ class FDTResult(NamedTuple):
     mobility: float
     convention: str
     curve: FDTCurve
+    drift_err: float = float("nan")
 
 
 def fdt_curve(C, R, max_lag: int, n_ref: int = 1, ref_span: int | None = None) -> FDTCurve:
@@ -127,10 +134,11 @@ def fdt_curve(C, R, max_lag: int, n_ref: int = 1, ref_span: int | None = None) -
         chis.append(np.concatenate([np.zeros(back.shape[:-1] + (1,)), np.cumsum(back, axis=-1)], axis=-1))
     if len(refs) > 1:
         k1, k2 = refs[0], refs[-1]
-        drift = np.max(np.abs(C[..., k2, k2 - lags] - C[..., k1, k1 - lags]), axis=-1) / np.abs(C[..., k2, k2])
+        dcurve = (C[..., k2, k2 - lags] - C[..., k1, k1 - lags]) / np.abs(C[..., k2, k2])[..., None]
+        drift = np.max(np.abs(dcurve), axis=-1)
     else:
-        drift = np.full(C.shape[:-2], np.nan)
-    return FDTCurve(lags, np.mean(dcs, axis=0), np.mean(chis, axis=0), drift)
+        dcurve, drift = None, np.full(C.shape[:-2], np.nan)
+    return FDTCurve(lags, np.mean(dcs, axis=0), np.mean(chis, axis=0), drift, dcurve)
 
 
 def _slope_through_origin(x, y):
@@ -186,7 +194,7 @@ def fit_fdt(
         kind = "fit"
         T_eff, T_short = float(Tg[0]), float(Ts[0])
         T_err, Ts_err = float(abs(Tg[0]) * sg_se[0] / abs(sg[0])), float(abs(Ts[0]) * ss_se[0] / abs(ss[0]))
-    drift = float(np.nanmax(np.asarray(curve.drift))) if np.any(np.isfinite(curve.drift)) else float("nan")
+    drift, drift_err = _drift(curve)
     convention = (
         "T in field units: response to a field added inside the bracket of the unnormalised update"
         if units == "field"
@@ -198,9 +206,23 @@ def fit_fdt(
     )
     return FDTResult(
         T_eff, T_err, T_short, Ts_err, float(np.mean(sg)), float(np.mean(ss)), float(np.mean(curv)), drift,
-        bool(drift < drift_tolerance) if np.isfinite(drift) else False, n_rep, kind, units, float(mobility),
-        convention, mean_curve,
+        bool(drift < drift_tolerance or drift < 3.0 * drift_err) if np.isfinite(drift) else False, n_rep, kind,
+        units, float(mobility), convention, mean_curve, drift_err,
     )
+
+
+def _drift(curve: FDTCurve) -> tuple[float, float]:
+    """``(drift, drift_err)``: with signed drift curves of several replicates, the largest
+    ``|mean over replicates|`` over lags and the standard error at that lag; otherwise the
+    largest drift of any replicate and NaN."""
+    dc = None if curve.drift_curve is None else np.asarray(curve.drift_curve, np.float64)
+    if dc is not None and dc.ndim >= 2 and int(np.prod(dc.shape[:-1])) > 1:
+        dc = dc.reshape(-1, dc.shape[-1])
+        mean, se = dc.mean(0), dc.std(0, ddof=1) / np.sqrt(dc.shape[0])
+        i = int(np.argmax(np.abs(mean)))
+        return float(abs(mean[i])), float(se[i])
+    d = np.asarray(curve.drift, np.float64)
+    return (float(np.nanmax(d)) if np.any(np.isfinite(d)) else float("nan")), float("nan")
 
 
 def effective_temperature(
