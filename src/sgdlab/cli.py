@@ -337,6 +337,21 @@ def noise(
 
 
 @app.command()
+def timescales(
+    config: Optional[Path] = typer.Argument(None, help="TOML config of a two-layer time-scale study (docs/timescales.md)."),
+    example: Optional[str] = typer.Option(None, "--example", "-e", help="A built-in example of examples/timescales/."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/NAME.zarr, OUT/NAME_staircase.png, OUT/NAME_eps_scaling.png."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key of the study config, e.g. --set dynamics.eps=1e-3 (repeatable)."),
+):
+    """Two-layer learning time-scales: finite-d flow, online SGD and reduced dynamics; plateaus, t_l, eps-scaling fit."""
+    from sgdlab.timescales_experiment import timescales_command
+
+    overrides = _parse_overrides(set_) or None
+    _run_command(lambda path, out_dir, progress: timescales_command(path, out_dir, overrides=overrides, progress=progress),
+                 _sub_config(config, example, "timescales"), out)
+
+
+@app.command()
 def examples():
     """List the built-in example configs (run one with `sgdlab run --example NAME`)."""
     table = Table(title="built-in examples")

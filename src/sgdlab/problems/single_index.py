@@ -221,3 +221,59 @@ def online_sgd_grad(problem: SingleIndex, a: jax.Array, u: jax.Array, x: jax.Arr
     ga = -(err @ hermite_series(problem.sigma_arr, h)) / n
     gu = -(a[:, None] * ((err[:, None] * hermite_series_derivative(problem.sigma_arr, h)).T @ x)) / n
     return ga, gu
+
+
+def hermite_rescale_matrix(c: jax.Array, degree: int) -> jax.Array:
+    """``T(c)`` with ``h_n(c z) = sum_j T(c)_{nj} h_j(z)``: shape ``c.shape + (K+1, K+1)``.
+
+    Hermite multiplication (scaling) theorem for the normalised polynomials, ``k = (n - j)/2``::
+
+        T_{nj} = c^j (c^2 - 1)^k sqrt(n!) / (k! 2^k sqrt(j!))   (n - j even, j <= n; else 0).
+
+    So a neuron with a non-unit first-layer row ``u = c u_hat`` has ``sigma(<u, x>) = sum_j
+    sigma~_j h_j(<u_hat, x>)`` with ``sigma~ = T(c)^T sigma`` (:func:`rescaled_coefficients`), and
+    Mehler's formula applies to the unit vectors ``u_hat``. ``T(1) = I``.
+    """
+    c = jnp.asarray(c)
+    rows = []
+    for n in range(degree + 1):
+        row = []
+        for j in range(degree + 1):
+            if j > n or (n - j) % 2:
+                row.append(jnp.zeros_like(c))
+            else:
+                k = (n - j) // 2
+                coef = math.sqrt(math.factorial(n)) / (math.factorial(k) * 2**k * math.sqrt(math.factorial(j)))
+                row.append(coef * c**j * (c * c - 1.0) ** k)
+        rows.append(jnp.stack(row, axis=-1))
+    return jnp.stack(rows, axis=-2)
+
+
+def rescaled_coefficients(problem: SingleIndex, norms: jax.Array) -> jax.Array:
+    """Per-neuron Hermite coefficients of ``z -> sigma(|u_i| z)``: ``norms`` ``(m,)`` -> ``(m, K+1)``
+    (``sigma~_i = T(|u_i|)^T sigma``, :func:`hermite_rescale_matrix`)."""
+    T = hermite_rescale_matrix(norms, problem.degree)  # (m, K+1, K+1)
+    return jnp.einsum("mnj,n->mj", T, problem.sigma_arr)
+
+
+def mehler_risk_per_degree_general(problem: SingleIndex, a: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact population risk per Hermite degree for first-layer rows of *any* norm, and the
+    target-direction projections ``F_k = E[f(x) h_k(<theta*, x>)]``; ``theta* = e_1``.
+
+    ``a`` ``(m,)``, ``u`` ``(m, d)`` -> ``(risk (K+1,), F (K+1,))``. With ``u_i = c_i u_hat_i`` and
+    ``sigma~_i`` the rescaled coefficients, ``f = (1/m) sum_i a_i sum_k sigma~_ik h_k(<u_hat_i, x>)``
+    and Mehler gives ``R_k = phi_k^2/2 - phi_k F_k + Q~_k/2`` with ``F_k = (1/m) sum_i a_i sigma~_ik
+    s_hat_i^k`` and ``Q~_k = (1/m^2) sum_ij a_i a_j sigma~_ik sigma~_jk G_hat_ij^k`` (``s_hat``,
+    ``G_hat``: overlaps of the unit vectors). On the sphere this is :func:`mehler_risk_per_degree`
+    with ``F_k = sigma_k M_k``. Exact for the degree-``K`` polynomial ``sigma`` (a rescaled
+    polynomial has no component above degree ``K``)."""
+    m, K = a.shape[0], problem.degree
+    c = jnp.linalg.norm(u, axis=1)
+    uh = u / c[:, None]
+    sh, Gh = uh[:, 0], uh @ uh.T
+    st = rescaled_coefficients(problem, c)  # (m, K+1)
+    w = a[:, None] * st  # (m, K+1)
+    F = jnp.sum(w * powers(sh, K), axis=0) / m
+    Q = jnp.einsum("ik,jk,ijk->k", w, w, powers(Gh, K)) / m**2
+    phi = problem.phi_arr
+    return 0.5 * phi**2 - phi * F + 0.5 * Q, F
