@@ -389,3 +389,39 @@ def test_effective_temperature_dmft_matches_simulation(b, tau):
     # the replica distance of the same runs agrees too (time average over the last quarter)
     Ds, Dd = res.D[:, -15:].mean(1), res.D_dmft[:, -15:].mean(1)
     assert abs(Ds.mean() - Dd.mean()) < 3.5 * np.hypot(Ds.std(ddof=1) / np.sqrt(8), Dd.std(ddof=1) / 2)
+
+
+def test_noise_cli_single_and_scan(tmp_path):
+    from typer.testing import CliRunner
+
+    from sgdlab.cli import app
+    from sgdlab.store import load
+
+    body = (
+        '[problem]\nalpha = 2.0\nloss = "logistic"\nridge = 0.5\n'
+        '[algorithm]\nname = "persistent_sgd"\neta = 0.05\nhorizon = 1.5\nsave_every = 3\nbatch_fraction = 0.3\npersistence_time = 0.5\n'
+        '[simulation]\nd = 60\nseeds = 2\ndtype = "float64"\n[theory]\nsamples = 400\niterations = 2\n'
+        '[noise]\nmax_lag = 0.25\nn_windows = 2\nn_probes = 2\ndmft_seeds = 2\n'
+    )
+    one = tmp_path / "one.toml"
+    one.write_text(body)
+    runner = CliRunner()
+    res = runner.invoke(app, ["noise", str(one), "-o", str(tmp_path / "one")])
+    assert res.exit_code == 0, res.output
+    assert "T_eff (global)" in res.output and "kappa_max" in res.output
+    ds = load(tmp_path / "one" / "noise.zarr")
+    assert set(ds.method.values) == {"sim", "dmft"} and ds.D.shape == (2, 11) and ds.D_dmft.shape == (2, 11)
+    for name in ("fdt", "distance", "margins"):
+        assert (tmp_path / "one" / f"noise_{name}.png").read_bytes()[:4] == b"\x89PNG"
+    scan = tmp_path / "scan.toml"
+    scan.write_text(body.replace("dmft_seeds = 2\n", "dmft_seeds = 0\n") + "[noise.scan]\nbatch_fraction = [0.3, 0.6]\npersistence_time = [0.5]\n")
+    res = runner.invoke(app, ["noise", str(scan), "-o", str(tmp_path / "scan")])
+    assert res.exit_code == 0, res.output
+    sds = load(tmp_path / "scan" / "noise_scan.zarr")
+    assert sds.done.values.all() and np.all(sds.D_inf.values[0] > 0) and np.isnan(sds.D_inf.values[1]).all()
+    for var in ("D_inf", "T_eff", "kappa_max"):
+        assert (tmp_path / "scan" / f"noise_scan_{var}.png").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body.replace("max_lag = 0.25", "max_lag = -1"))
+    res = runner.invoke(app, ["noise", str(bad), "-o", str(tmp_path / "bad")])
+    assert res.exit_code != 0 and "noise.max_lag" in res.output

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sgdlab  # noqa: F401
+import sgdlab  # noqa: F401  (float64)
 from sgdlab.algorithms.two_layer_sgd import finite_data_sgd, online_sgd, sgd_init
 from sgdlab.problems.single_index import SingleIndex
 from sgdlab.theory import committee_ode as co
