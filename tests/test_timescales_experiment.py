@@ -48,6 +48,7 @@ solver = "tsit5"
 [scan]
 eps = [1e-2, 4e-3, 1.6e-3]
 t_max = 0.6
+d = [30, 1_000_000]
 """
 
 
@@ -71,6 +72,7 @@ def example_dir() -> Path:
         ({"reduced": {"solver": "euler"}}, r"reduced\.solver: Input should be 'kvaerno5' or 'tsit5'"),
         ({"scan": {"eps": [1e-3, 1e-4]}}, r"scan\.eps: .*needs >= 3 values"),
         ({"scan": {"eps": [1e-3, 1e-4, 1.5]}}, r"scan\.eps: .*must lie in \(0, 1\)"),
+        ({"scan": {"d": [1, 100]}}, r"scan\.d: .*must be >= 2"),
         ({"problem": {"target": "softplus"}}, r"problem\.target: .*unknown function 'softplus'"),
         ({"problem": {"activation": [0.0, 1.0, 1.0, 1.0, 1.0]}}, r"problem\.activation has 5 coefficients but degree=3"),
         ({"problem": {"target": [0.0, 0.0]}}, r"problem\.target coefficients are all zero"),
@@ -150,7 +152,7 @@ def test_cli_end_to_end_dataset_agreement_and_figures(tmp_path):
 
 
 def _check_outputs(out, output):
-    for kind in ("staircase", "eps_scaling"):
+    for kind in ("staircase", "eps_scaling", "d_scan"):
         png = (out / f"tiny_ts_{kind}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert "plateau levels" in output and "exponent" in output
@@ -184,18 +186,24 @@ def _check_agreement(ds):
     e, lo, hi = (float(ds[v].sel(degree=1)) for v in ("exponent", "exponent_low", "exponent_high"))
     assert 0.38 < e < 0.6 and lo < e < hi
     assert np.all(ds.scan_ok.values)
+    # d scan of the flow: at d = 1e6 (d eps >> 1) the same t_1 as the main flow run (other initial
+    # overlaps; seed spread ~1e-4 measured); at d = 30 the initial overlaps d^{-1/2} ~ sqrt(eps)
+    # start the escape early: t_1 smaller by several standard errors
+    td, te = ds.t_half_dscan.sel(degree=1).values, ds.t_half_dscan_err.sel(degree=1).values
+    assert td[1] == pytest.approx(t1["flow"], rel=0.02)
+    assert td[1] - td[0] > 3 * np.hypot(te[0], te[1])
 
 
 def _check_plots_and_table(ds):
     figs = plot_timescales(ds)
-    assert set(figs) == {"staircase", "eps_scaling"}
+    assert set(figs) == {"staircase", "eps_scaling", "d_scan"}
     left = figs["staircase"].axes[0]
     assert left.get_xscale() == "log"
     ys = {round(float(line.get_ydata()[0]), 6) for line in left.get_lines() if len(set(np.asarray(line.get_ydata(), float))) == 1}
     assert {1.5, 1.0, 0.5, 0.0} <= ys  # predicted plateau levels drawn
     labels = [t.get_text() for t in figs["eps_scaling"].axes[0].get_legend().get_texts()]
     assert any("exponent" in label and "theory 1/2" in label for label in labels)
-    no_scan = plot_timescales(ds.drop_vars([v for v in ds.data_vars if "eps" in ds[v].dims or v.startswith("exponent")]))
+    no_scan = plot_timescales(ds.drop_vars([v for v in ds.data_vars if {"eps", "d"} & set(ds[v].dims) or v.startswith("exponent")]))
     assert set(no_scan) == {"staircase"}
     levels, times = results_table(ds).renderables
     assert levels.row_count == 5 and times.row_count == 4

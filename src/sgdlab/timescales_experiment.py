@@ -33,7 +33,7 @@ TOML layout (``sgdlab timescales CONFIG.toml``)::
     [flow]      enabled, d, m, seeds, solver
     [sgd]       enabled, d, m, seeds, dt, batch
     [reduced]   enabled, m
-    [scan]      eps (list), t_max, n_times
+    [scan]      eps (list), t_max, n_times, d (list: the d scan of the flow)
 
 Dataset (:func:`run_timescales`): dims ``(method, seed, t, degree)`` plus ``level`` (predicted
 plateaus), ``plateau`` (detected ones), ``eps`` and ``t_scan`` (scan).
@@ -168,6 +168,14 @@ class TSScan(_Section):
     eps: list[float] = Field(default_factory=list, description="eps values, each in (0, 1), at least 3 (empty: no scan)")
     t_max: float = Field(0.3, gt=0, description="final time of every scan run, in (0, inf)")
     n_times: int | None = Field(None, ge=10, le=4000, description="log-spaced saved times from min(eps)/100 to t_max, in [10, 4000] (default: dynamics.n_times, which reuses the compiled solver of the main run)")
+    d: list[int] = Field(default_factory=list, description="dimensions of a d-scan of the finite-d flow at dynamics.eps (flow.m, flow.seeds), each >= 2 (empty: no d-scan)")
+
+    @field_validator("d")
+    @classmethod
+    def _dims(cls, v):
+        if any(x < 2 for x in v):
+            raise ValueError(f"every scan.d value must be >= 2 (got {v})")
+        return sorted(set(v))
 
     @field_validator("eps")
     @classmethod
@@ -335,6 +343,40 @@ def eps_scan(prob: SingleIndex, eps_values, m: int, a_scale: float = 1.0, a_law:
     )
 
 
+def d_scan(prob: SingleIndex, d_values, m: int, seeds: int, eps: float, t: np.ndarray, key: jax.Array, a_scale: float = 1.0,
+           a_law: str = "uniform", rtol: float = 1e-7, atol: float = 1e-12, solver: str = "tsit5", max_steps: int = 50_000,
+           train_second_layer: bool = True) -> xr.Dataset:
+    """The exact finite-``d`` flow at every ``d`` (``seeds`` initial conditions each, one compilation:
+    ``d`` enters only through the initial overlaps): half-learning times per seed.
+
+    Returns ``t_half_dscan``, ``t_half_dscan_err`` ``(d, degree)`` (mean and standard error over
+    seeds of the per-seed ``t_l``; NaN where a degree is not learned by ``t[-1]``). As ``d`` grows
+    the initial overlaps ``~ d^{-1/2}`` become negligible against ``sqrt(eps)`` and ``t_l``
+    converges to its ``d = inf`` value: BMZ's time scales are powers of ``eps``, not of ``d``, once
+    ``d >> 1/eps``."""
+    d_values = np.asarray(sorted(d_values), np.int64)
+    phi, sig = np.asarray(prob.phi), np.asarray(prob.sigma)
+    a0 = jnp.asarray(tl.initial_second_layer(m, a_scale, a_law))
+    solve = jax.jit(jax.vmap(lambda s, G: tl.solve_population_flow(prob, a0, s, G, eps, jnp.asarray(t), train_second_layer,
+                                                                    rtol, atol, solver, max_steps)))
+    K = prob.degree
+    mean, err = np.full((len(d_values), K + 1), np.nan), np.full((len(d_values), K + 1), np.nan)
+    for i, d in enumerate(d_values):
+        keys = jax.random.split(jax.random.fold_in(key, int(d)), seeds)
+        s0, G0 = jax.vmap(lambda k: random_overlaps_wishart(k, m, int(d)))(keys)
+        obs, _, ok = solve(s0, G0)
+        if not bool(np.all(ok)):
+            raise FloatingPointError(f"population flow failed at scan.d = {int(d)} (step budget dynamics.max_steps={max_steps})")
+        th = np.stack([half_learning_times(t, np.asarray(obs.M)[j], phi, sig) for j in range(seeds)])
+        mean[i] = th.mean(0)
+        if seeds > 1:
+            err[i] = th.std(0, ddof=1) / np.sqrt(seeds)
+    return xr.Dataset(
+        {"t_half_dscan": (("d", "degree"), mean), "t_half_dscan_err": (("d", "degree"), err)},
+        coords={"d": d_values, "degree": np.arange(K + 1)},
+    )
+
+
 # ------------------------------------------------------------------------------------ orchestration
 def run_timescales(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
                    progress: Callable[[int, int], None] | None = None) -> xr.Dataset:
@@ -353,7 +395,7 @@ def run_timescales(config: TimescalesConfig | dict[str, Any] | str | Path | None
       ``M``), and ``t_half_seed (method, seed, degree)`` per seed;
     - ``carrier_fraction (degree)`` (reduced): the fraction of particles carrying half of the
       change of ``M_l`` between ``t_l/2`` and ``2 t_l`` (intermittency);
-    - with ``[scan]``: the variables of :func:`eps_scan`.
+    - with ``scan.eps``: the variables of :func:`eps_scan`; with ``scan.d``: those of :func:`d_scan`.
 
     Attrs: ``config`` (JSON), ``config_hash``, ``sgdlab_version``, ``name``, ``description``,
     ``eps``, ``elapsed_s``, ``elapsed_by_method`` (JSON). ``progress(done, total)`` is called after
@@ -369,7 +411,7 @@ def run_timescales(config: TimescalesConfig | dict[str, Any] | str | Path | None
     phi, sig = np.asarray(prob.phi), np.asarray(prob.sigma)
     key = jax.random.key(cfg.seed)
     methods = [m for m, on in zip(METHODS, (cfg.flow.enabled, cfg.sgd.enabled, cfg.reduced.enabled)) if on]
-    total = len(methods) + len(cfg.scan.eps)
+    total = len(methods) + len(cfg.scan.eps) + (1 if cfg.scan.d else 0)
     done = 0
     seeds = max([cfg.flow.seeds if cfg.flow.enabled else 1, cfg.sgd.seeds if cfg.sgd.enabled else 1, 1])
     M = np.full((len(methods), seeds, len(t), K + 1), np.nan)
@@ -436,6 +478,13 @@ def run_timescales(config: TimescalesConfig | dict[str, Any] | str | Path | None
                         dyn.rtol, dyn.atol, dyn.max_steps, dyn.train_second_layer, cfg.reduced.solver, progress=tick)
         ds = ds.merge(scan)
         elapsed["scan"] = time.perf_counter() - t0
+    if cfg.scan.d:
+        t0 = time.perf_counter()
+        f = cfg.flow
+        ds = ds.merge(d_scan(prob, cfg.scan.d, f.m, f.seeds, dyn.eps, t, jax.random.fold_in(key, 3), dyn.a_scale, dyn.a_law,
+                             dyn.rtol, dyn.atol, f.solver, dyn.max_steps, dyn.train_second_layer))
+        elapsed["d_scan"] = time.perf_counter() - t0
+        tick()
 
     ds.attrs = {
         "config": cfg.to_json(),
@@ -523,8 +572,8 @@ def _predicted_lines(ax, ds: xr.Dataset) -> None:
 
 
 def plot_timescales(ds: xr.Dataset) -> dict[str, Any]:
-    """The figures of a study, as ``{"staircase": fig, "eps_scaling": fig}`` (the second only with
-    a scan).
+    """The figures of a study, as ``{"staircase": fig, "eps_scaling": fig, "d_scan": fig}`` (the
+    second only with ``scan.eps``, the third only with ``scan.d``).
 
     ``staircase``: left, the risk on log time for every method at ``eps`` (seed mean; online SGD
     with a band of one standard deviation over seeds), the predicted plateau levels
@@ -620,6 +669,25 @@ def plot_timescales(ds: xr.Dataset) -> dict[str, Any]:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         figs["eps_scaling"] = fig
+    if "t_half_dscan" in ds:
+        fig, ax = plt.subplots(figsize=(6.2, 4.2), constrained_layout=True)
+        dv = ds.d.values
+        for l in range(1, ds.sizes["degree"]):
+            y, e = ds.t_half_dscan.values[:, l], ds.t_half_dscan_err.values[:, l]
+            if not np.isfinite(y).any():
+                continue
+            ax.errorbar(dv, y, yerr=np.nan_to_num(e), fmt="o-", ms=4, capsize=2, color=f"C{l - 1}", label=f"t_{l}, finite-d flow")
+            if "reduced" in ds.method.values:
+                ax.axhline(float(ds.t_half.sel({"method": "reduced", "degree": l})), color=f"C{l - 1}", ls=":", lw=1,
+                           label=f"t_{l}, reduced (d = inf)")
+        ax.axvline(1 / float(ds.attrs["eps"]), color="0.5", lw=0.8, ls="--", label="d = 1/eps")
+        ax.set_xscale("log")
+        ax.set_xlabel("d")
+        ax.set_ylabel("half-learning time t_l")
+        ax.set_title(f"finite-d flow at eps = {float(ds.attrs['eps']):.0e} (mean ± s.e. over seeds)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        figs["d_scan"] = fig
     return figs
 
 
