@@ -168,21 +168,7 @@ def finite_data_step(problem: SingleIndex, eps, dt, batch: int | None, train_sec
     if batch is not None:
         idx = jax.random.randint(key, (batch,), 0, X.shape[0])
         X, y = X[idx], y[idx]
-    grads = _data_grad(problem, state, X, y)
-    return gradient_step(eps, dt, train_second_layer, sphere, state, grads)
-
-
-def _data_grad(problem: SingleIndex, state, X, y):
-    from sgdlab.problems.single_index import hermite_series, hermite_series_derivative
-
-    a, u = state
-    h = X @ u.T  # (n, m)
-    sig = hermite_series(problem.sigma_arr, h)
-    err = y - sig @ a / a.shape[0]
-    n = X.shape[0]
-    ga = -(err @ sig) / n
-    gu = -(a[:, None] * ((err[:, None] * hermite_series_derivative(problem.sigma_arr, h)).T @ X)) / n
-    return ga, gu
+    return gradient_step(eps, dt, train_second_layer, sphere, state, online_sgd_grad(problem, *state, X, y))
 
 
 @partial(jax.jit, static_argnames=("problem", "d", "n", "batch", "train_second_layer", "sphere"))

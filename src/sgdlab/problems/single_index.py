@@ -179,6 +179,18 @@ def powers(s: jax.Array, degree: int) -> jax.Array:
     return s[..., None] ** jnp.arange(degree + 1)
 
 
+def _mehler(problem: SingleIndex, w: jax.Array, s: jax.Array, G: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(R_k, F_k)`` for neurons with per-degree output weights ``w`` ``(m, K+1)`` (``a_i`` times
+    the neuron's Hermite coefficients) on unit vectors with overlaps ``s`` ``(m,)``, ``G`` ``(m, m)``:
+    ``F_k = (1/m) sum_i w_ik s_i^k``, ``Q_k = (1/m^2) sum_ij w_ik w_jk G_ij^k``,
+    ``R_k = phi_k^2/2 - phi_k F_k + Q_k/2``."""
+    m, K = w.shape[0], problem.degree
+    F = jnp.sum(w * powers(s, K), axis=0) / m
+    Q = jnp.einsum("ik,jk,ijk->k", w, w, powers(G, K)) / m**2
+    phi = problem.phi_arr
+    return 0.5 * phi**2 - phi * F + 0.5 * Q, F
+
+
 def mehler_risk_per_degree(problem: SingleIndex, a: jax.Array, s: jax.Array, G: jax.Array) -> jax.Array:
     """Exact population risk per Hermite degree, shape ``(K+1,)`` (Mehler formula, BMZ eq. (2.3)).
 
@@ -186,11 +198,7 @@ def mehler_risk_per_degree(problem: SingleIndex, a: jax.Array, s: jax.Array, G: 
     Gram matrix ``<u_i, u_j>`` (unit diagonal). ``R_k = phi_k^2/2 - phi_k sigma_k M_k +
     sigma_k^2 Q_k/2``.
     """
-    m, K = a.shape[0], problem.degree
-    phi, sig = problem.phi_arr, problem.sigma_arr
-    M = (a @ powers(s, K)) / m
-    Q = jnp.einsum("i,j,ijk->k", a, a, powers(G, K)) / m**2
-    return 0.5 * phi**2 - phi * sig * M + 0.5 * sig**2 * Q
+    return _mehler(problem, a[:, None] * problem.sigma_arr, s, G)[0]
 
 
 def network_output(problem: SingleIndex, a: jax.Array, u: jax.Array, x: jax.Array) -> jax.Array:
@@ -211,14 +219,17 @@ def sampled_risk(problem: SingleIndex, a: jax.Array, u: jax.Array, key: jax.Arra
     return loss.mean(), loss.std() / jnp.sqrt(n)
 
 
-def online_sgd_grad(problem: SingleIndex, a: jax.Array, u: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def online_sgd_grad(problem: SingleIndex, a: jax.Array, u: jax.Array, x: jax.Array, y: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Mean-field-scaled stochastic gradients ``(m dL/da, m dL/du)`` of the batch loss
-    ``L = mean_n (y_n - f(x_n))^2 / 2``; shapes ``(m,)``, ``(m, d)``. Their expectation over
+    ``L = mean_n (y_n - f(x_n))^2 / 2``; shapes ``(m,)``, ``(m, d)``. ``y`` ``(n,)``: the labels
+    (default ``phi(x_1)``, fresh samples; a finite data set passes its own). Their expectation over
     ``x`` is ``(m dR/da, m grad_u R)`` of the population flow (BMZ eq. (2.4))."""
     h = x @ u.T  # (n, m)
-    err = target(problem, x) - hermite_series(problem.sigma_arr, h) @ a / a.shape[0]  # (n,)
+    act = hermite_series(problem.sigma_arr, h)
+    y = target(problem, x) if y is None else y
+    err = y - act @ a / a.shape[0]  # (n,)
     n = x.shape[0]
-    ga = -(err @ hermite_series(problem.sigma_arr, h)) / n
+    ga = -(err @ act) / n
     gu = -(a[:, None] * ((err[:, None] * hermite_series_derivative(problem.sigma_arr, h)).T @ x)) / n
     return ga, gu
 
@@ -267,13 +278,6 @@ def mehler_risk_per_degree_general(problem: SingleIndex, a: jax.Array, u: jax.Ar
     ``G_hat``: overlaps of the unit vectors). On the sphere this is :func:`mehler_risk_per_degree`
     with ``F_k = sigma_k M_k``. Exact for the degree-``K`` polynomial ``sigma`` (a rescaled
     polynomial has no component above degree ``K``)."""
-    m, K = a.shape[0], problem.degree
     c = jnp.linalg.norm(u, axis=1)
     uh = u / c[:, None]
-    sh, Gh = uh[:, 0], uh @ uh.T
-    st = rescaled_coefficients(problem, c)  # (m, K+1)
-    w = a[:, None] * st  # (m, K+1)
-    F = jnp.sum(w * powers(sh, K), axis=0) / m
-    Q = jnp.einsum("ik,jk,ijk->k", w, w, powers(Gh, K)) / m**2
-    phi = problem.phi_arr
-    return 0.5 * phi**2 - phi * F + 0.5 * Q, F
+    return _mehler(problem, a[:, None] * rescaled_coefficients(problem, c), uh[:, 0], uh @ uh.T)
