@@ -19,9 +19,9 @@ from sgdlab.timescales_experiment import (
     TimescalesConfig,
     load_timescales_config,
     plot_timescales,
-    random_overlaps_wishart,
     results_table,
 )
+from sgdlab.theory.two_layer import random_overlaps_wishart
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ side, on one log-spaced time grid ``t``:
 - ``method="flow"``: the exact finite-``d`` population gradient flow on the overlaps
   (:func:`sgdlab.theory.two_layer.solve_population_flow`), vmapped over seeds. Its initial
   overlaps ``s = U theta*`` and ``G = U U^T`` of ``m`` uniform unit vectors in ``R^d`` are drawn
-  in law at a cost ``O(m^2)`` independent of ``d`` (:func:`random_overlaps_wishart`),
+  in law at a cost ``O(m^2)`` independent of ``d`` (:func:`sgdlab.theory.two_layer.random_overlaps_wishart`),
   so ``d >> 1/eps`` costs nothing;
 - ``method="sim"``: online SGD with fresh Gaussian samples
   (:func:`sgdlab.algorithms.two_layer_sgd.online_sgd`), vmapped over seeds, time ``t = k dt``;
@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -240,36 +239,21 @@ def _grid(t_min: float, t_max: float, n: int) -> np.ndarray:
     return np.logspace(np.log10(t_min), np.log10(t_max), n)
 
 
-def _sqrt_chi2(key: jax.Array, dof: np.ndarray) -> jax.Array:
-    """``sqrt`` of independent chi-square draws with ``dof`` (> 100) degrees of freedom by the
-    Wilson-Hilferty transform ``chi2_k = k (1 - c + z sqrt(c))^3``, ``c = 2/(9k)``, ``z ~ N(0, 1)``
-    (error of its quantiles ``O(k^{-3/2})``: below 1e-4 relative for ``k > 100``)."""
-    dof = np.asarray(dof, float)
-    z = jax.random.normal(key, dof.shape)
-    c = 2.0 / (9.0 * dof)
-    return jnp.sqrt(jnp.asarray(dof) * (1.0 - c + z * jnp.sqrt(c)) ** 3)
-
-
-@partial(jax.jit, static_argnames=("m", "d"))
-def random_overlaps_wishart(key: jax.Array, m: int, d: int) -> tuple[jax.Array, jax.Array]:
-    """``(s (m,), G (m, m))`` of ``m`` i.i.d. uniform unit vectors ``u_i = g_i / |g_i|`` in ``R^d``
-    with ``theta* = e_1``, drawn in ``O(m^2)`` operations independently of ``d``.
-
-    Same law as :func:`sgdlab.theory.two_layer.random_overlaps` (which draws the ``m x d`` vectors,
-    and is used here for ``d <= m + 1000``): with ``g_i = (x_i, g_i')``, ``x_i ~ N(0, 1)``, the Gram
-    matrix of the ``g_i'`` is ``Wishart_m(d - 1, I) = L L^T`` (Bartlett: ``L`` lower triangular,
-    ``L_kk^2 ~ chi^2_{d-1-k}``, ``L_kj ~ N(0, 1)`` below the diagonal); ``W = x x^T + L L^T``,
-    ``s_i = x_i / sqrt(W_ii)``, ``G = W / sqrt(W_ii W_jj)``. The chi-square draws use the
-    Wilson-Hilferty transform (:func:`_sqrt_chi2`)."""
-    if d <= m + 1000:
-        return tl.random_overlaps(key, m, d)
-    k1, k2, k3 = jax.random.split(key, 3)
-    x = jax.random.normal(k1, (m,))
-    L = jnp.tril(jax.random.normal(k3, (m, m)), -1) + jnp.diag(_sqrt_chi2(k2, (d - 1) - np.arange(m)))
-    W = jnp.outer(x, x) + L @ L.T
-    n = jnp.sqrt(jnp.diag(W))
-    G = (W / jnp.outer(n, n)).at[jnp.diag_indices(m)].set(1.0)
-    return x / n, G
+def flow_from_random_starts(prob: SingleIndex, key: jax.Array, a0, m: int, d: int, seeds: int, eps: float, t: np.ndarray,
+                            train_second_layer: bool, rtol: float, atol: float, solver: str, max_steps: int):
+    """The exact finite-``d`` flow from ``seeds`` random first layers in ``R^d`` (overlaps by
+    :func:`~sgdlab.theory.two_layer.random_overlaps_wishart`), vmapped; ``FlowObservables`` with a
+    leading seed axis. Raises :class:`FloatingPointError` naming ``dynamics.max_steps`` if a solve
+    fails or is non-finite."""
+    keys = jax.random.split(key, seeds)
+    s0, G0 = jax.vmap(lambda k: tl.random_overlaps_wishart(k, m, d))(keys)
+    a0 = jnp.asarray(a0)
+    obs, _, ok = jax.vmap(lambda s, G: tl.solve_population_flow(prob, a0, s, G, eps, jnp.asarray(t), train_second_layer,
+                                                                  rtol, atol, solver, max_steps))(s0, G0)
+    if not bool(np.all(ok)) or not np.all(np.isfinite(np.asarray(obs.risk))):
+        raise FloatingPointError(f"population flow failed at d = {d} (step budget dynamics.max_steps={max_steps} or non-finite "
+                                 "values); raise dynamics.max_steps, lower dynamics.t_max or flow.m")
+    return obs
 
 
 def sgd_on_grid(prob: SingleIndex, key: jax.Array, a0, d: int, eps: float, dt: float, t: np.ndarray, seeds: int,
@@ -356,17 +340,12 @@ def d_scan(prob: SingleIndex, d_values, m: int, seeds: int, eps: float, t: np.nd
     ``d >> 1/eps``."""
     d_values = np.asarray(sorted(d_values), np.int64)
     phi, sig = np.asarray(prob.phi), np.asarray(prob.sigma)
-    a0 = jnp.asarray(tl.initial_second_layer(m, a_scale, a_law))
-    solve = jax.jit(jax.vmap(lambda s, G: tl.solve_population_flow(prob, a0, s, G, eps, jnp.asarray(t), train_second_layer,
-                                                                    rtol, atol, solver, max_steps)))
+    a0 = tl.initial_second_layer(m, a_scale, a_law)
     K = prob.degree
     mean, err = np.full((len(d_values), K + 1), np.nan), np.full((len(d_values), K + 1), np.nan)
-    for i, d in enumerate(d_values):
-        keys = jax.random.split(jax.random.fold_in(key, int(d)), seeds)
-        s0, G0 = jax.vmap(lambda k: random_overlaps_wishart(k, m, int(d)))(keys)
-        obs, _, ok = solve(s0, G0)
-        if not bool(np.all(ok)):
-            raise FloatingPointError(f"population flow failed at scan.d = {int(d)} (step budget dynamics.max_steps={max_steps})")
+    for i, d in enumerate(d_values):  # one compilation: d enters only through the initial overlaps
+        obs = flow_from_random_starts(prob, jax.random.fold_in(key, int(d)), a0, m, int(d), seeds, eps, t, train_second_layer,
+                                      rtol, atol, solver, max_steps)
         th = np.stack([half_learning_times(t, np.asarray(obs.M)[j], phi, sig) for j in range(seeds)])
         mean[i] = th.mean(0)
         if seeds > 1:
@@ -429,15 +408,9 @@ def run_timescales(config: TimescalesConfig | dict[str, Any] | str | Path | None
         t0 = time.perf_counter()
         if method == "flow":
             f = cfg.flow
-            a0 = jnp.asarray(tl.initial_second_layer(f.m, dyn.a_scale, dyn.a_law))
-            keys = jax.random.split(jax.random.fold_in(key, 1), f.seeds)
-            s0, G0 = jax.vmap(lambda k: random_overlaps_wishart(k, f.m, f.d))(keys)
-            solve = jax.vmap(lambda s, G: tl.solve_population_flow(prob, a0, s, G, dyn.eps, jnp.asarray(t), dyn.train_second_layer,
-                                                                    dyn.rtol, dyn.atol, f.solver, dyn.max_steps))
-            obs, _, ok = solve(s0, G0)
-            if not bool(np.all(ok)) or not np.all(np.isfinite(np.asarray(obs.risk))):
-                raise FloatingPointError(f"population flow failed (step budget dynamics.max_steps={dyn.max_steps} or non-finite "
-                                         "values); raise dynamics.max_steps, lower dynamics.t_max or flow.m")
+            obs = flow_from_random_starts(prob, jax.random.fold_in(key, 1), tl.initial_second_layer(f.m, dyn.a_scale, dyn.a_law), f.m,
+                                          f.d, f.seeds, dyn.eps, t, dyn.train_second_layer, dyn.rtol, dyn.atol, f.solver,
+                                          dyn.max_steps)
             M[i, : f.seeds], Rk[i, : f.seeds] = np.asarray(obs.M), np.asarray(obs.risk)
         elif method == "sim":
             g = cfg.sgd
