@@ -425,3 +425,5 @@ def test_noise_cli_single_and_scan(tmp_path):
     bad.write_text(body.replace("max_lag = 0.25", "max_lag = -1"))
     res = runner.invoke(app, ["noise", str(bad), "-o", str(tmp_path / "bad")])
     assert res.exit_code != 0 and "noise.max_lag" in res.output
+    res = runner.invoke(app, ["noise", str(one), "-o", str(tmp_path / "bad"), "--set", "noise.n_windows=0"])
+    assert res.exit_code != 0 and "noise.n_windows" in res.output

@@ -271,15 +271,17 @@ def _sub_config(config: Optional[Path], example: Optional[str], kind: str) -> Pa
     return config
 
 
-def _run_command(fn, path: Path, out: Path) -> None:
-    """Run a sub-command's ``fn(config_path, out_dir, progress=...)`` with a progress bar and its table."""
+def _run_command(fn, path: Path, out: Path, overrides: list[str] | None = None) -> None:
+    """Run a sub-command's ``fn(config_path, out_dir, [overrides=...,] progress=...)`` with a
+    progress bar and print its table; ``overrides``: the ``--set key=value`` items."""
     from sgdlab.config import ConfigError
     from sgdlab.experiment import NonFiniteError
 
+    extra = {"overrides": _parse_overrides(overrides)} if overrides else {}
     with _progress_bar(False) as bar:
         task = bar.add_task(path.stem, total=None)
         try:
-            table = fn(path, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            table = fn(path, out, progress=lambda done, total: bar.update(task, completed=done, total=total), **extra)
         except ConfigError as err:
             console.print(f"[bold red]error:[/] {err}")
             raise typer.Exit(2) from None
@@ -311,29 +313,20 @@ def sde(
     """SDE limits of SGD: weak errors of GF / SME / SMF / SVAG against SGD over eta, with fitted orders."""
     from sgdlab.sde_experiment import sde_command
 
-    overrides = _parse_overrides(set_) or None
-    _run_command(lambda path, out_dir, progress: sde_command(path, out_dir, overrides=overrides, progress=progress),
-                 _sub_config(config, example, "sde"), out)
+    _run_command(sde_command, _sub_config(config, example, "sde"), out, set_)
 
 
 @app.command()
 def noise(
     config: Optional[Path] = typer.Argument(None, help="TOML config plus an optional [noise] table (docs/effective_noise.md)."),
     example: Optional[str] = typer.Option(None, "--example", "-e", help="A built-in example of examples/noise/."),
-    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/noise.zarr and the three figures."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/noise.zarr and the three figures (a [noise.scan]: OUT/noise_scan.zarr and heat maps)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a key, e.g. --set noise.max_lag=1.0 (repeatable)."),
 ):
-    """The effective noise of SGD: FDT plot (T_eff), replica distance D(t), margin histogram."""
-    from sgdlab.config import ConfigError
+    """The effective noise of SGD: FDT plot (T_eff), replica distance D(t), margin histogram; or a (b, tau) scan."""
     from sgdlab.effective_noise import noise_command
 
-    path = _sub_config(config, example, "noise")
-    with console.status("effective noise") as status:
-        try:
-            table = noise_command(path, out, progress=lambda msg: status.update(msg))
-        except ConfigError as err:
-            console.print(f"[bold red]error:[/] {err}")
-            raise typer.Exit(2) from None
-    Console().print(table)
+    _run_command(noise_command, _sub_config(config, example, "noise"), out, set_)
 
 
 @app.command()
@@ -346,9 +339,7 @@ def timescales(
     """Two-layer learning time-scales: finite-d flow, online SGD and reduced dynamics; plateaus, t_l, eps-scaling fit."""
     from sgdlab.timescales_experiment import timescales_command
 
-    overrides = _parse_overrides(set_) or None
-    _run_command(lambda path, out_dir, progress: timescales_command(path, out_dir, overrides=overrides, progress=progress),
-                 _sub_config(config, example, "timescales"), out)
+    _run_command(timescales_command, _sub_config(config, example, "timescales"), out, set_)
 
 
 @app.command()

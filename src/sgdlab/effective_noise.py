@@ -177,15 +177,14 @@ def replica_run(spec: SimSpec, params: SimParams, key: jax.Array, n_replicas: in
 
 class ResponseRun(NamedTuple):
     """Linear-response measurement of one seed over ``n_windows`` consecutive windows of lags
-    ``l = 0..L``: ``dC``, ``chi`` ``(n_windows, L+1)`` (see the module docstring), ``drift``
-    (scalar; NaN with one window), ``mean_sq_dloss`` (the training mean of ``loss'^2`` at ``k0``,
-    for the weak-noise heuristic) and the signed ``drift_curve (L,)``."""
+    ``l = 0..L``: ``dC``, ``chi`` ``(n_windows, L+1)`` (see the module docstring), the signed
+    stationarity ``drift_curve (L,)`` (NaN with one window) and ``mean_sq_dloss`` (the training
+    mean of ``loss'^2`` at ``k0``, for the weak-noise heuristic)."""
 
     dC: jax.Array
     chi: jax.Array
-    drift: jax.Array
-    mean_sq_dloss: jax.Array
     drift_curve: jax.Array
+    mean_sq_dloss: jax.Array
 
 
 @partial(jax.jit, static_argnames=("spec", "k0", "max_lag", "n_probes", "n_windows"))
@@ -235,7 +234,7 @@ def response_run(
     # window w starts at step k_w = k0 + w (L + 1) (one plain step, then L tangent steps)
     _, (dC, chi, corr) = jax.lax.scan(window, state, jnp.arange(n_windows))
     dcurve = (corr[-1] - corr[0]) / q0 if n_windows > 1 else jnp.full(corr.shape[-1], jnp.nan, q0.dtype)
-    return ResponseRun(dC, chi, jnp.max(jnp.abs(dcurve)), msq, dcurve)
+    return ResponseRun(dC, chi, dcurve, msq)
 
 
 def response_curve(runs: ResponseRun) -> FDTCurve:
@@ -243,7 +242,8 @@ def response_curve(runs: ResponseRun) -> FDTCurve:
     seed are averaged (they are correlated), the seeds are the independent replicates."""
     dC = np.asarray(runs.dC, np.float64).mean(axis=-2)
     chi = np.asarray(runs.chi, np.float64).mean(axis=-2)
-    return FDTCurve(np.arange(dC.shape[-1]), dC, chi, np.asarray(runs.drift, np.float64), np.asarray(runs.drift_curve, np.float64))
+    dcurve = np.asarray(runs.drift_curve, np.float64)
+    return FDTCurve(np.arange(dC.shape[-1]), dC, chi, None if np.isnan(dcurve).all() else dcurve)
 
 
 def seed_keys(seeds) -> jax.Array:
@@ -356,23 +356,25 @@ class NoiseMeasurement(NamedTuple):
     lag_time: np.ndarray
 
 
-def measure_noise(cfg, nopt: NoiseConfig, progress: Callable[[str], None] | None = None) -> NoiseMeasurement:
+def measure_noise(cfg, nopt: NoiseConfig, progress: Callable[[int, int], None] | None = None) -> NoiseMeasurement:
     """Replica pairs, linear response (simulation) and, with ``nopt.dmft_seeds > 0``, the DMFT
-    ``(C, R)`` and the two-replica DMFT of one validated :class:`sgdlab.config.Config`."""
+    ``(C, R)`` and the two-replica DMFT of one validated :class:`sgdlab.config.Config`.
+    ``progress(done, total)`` is called after each of these stages."""
     from sgdlab.experiment import dmft_inputs, simulation_inputs
     from sgdlab.theory.fdt import effective_temperature, fit_fdt, weak_noise_temperature
     from sgdlab.theory.replicas import replica_distance
 
-    say = progress or (lambda msg: None)
+    stages = 4 if nopt.dmft_seeds > 0 else 2
+    done = (lambda k: progress(k, stages)) if progress else (lambda k: None)
     alg = cfg.algorithm
     k0, L, span = fdt_windows(cfg, nopt)
     spec, params = simulation_inputs(cfg)
     keys = seed_keys(cfg.simulation.seed_list)
     mobility = alg.batch_fraction if alg.normalisation == "unnormalised" else 1.0
-    say("replica pairs")
     rr = jax.vmap(lambda k: replica_run(spec, params, k, nopt.n_replicas, alg.n_saves))(keys)
-    say("linear response")
+    done(1)
     runs = jax.vmap(lambda k: response_run(spec, params, k, k0, L, nopt.n_probes, nopt.n_windows))(keys)
+    done(2)
     fdt = {"sim": fit_fdt(response_curve(runs), nopt.short_lags, nopt.units, mobility)}
     msq = float(np.mean(np.asarray(runs.mean_sq_dloss)))
     tau = alg.persistence_time if alg.persistence_time is not None else alg.eta
@@ -381,16 +383,16 @@ def measure_noise(cfg, nopt: NoiseConfig, progress: Callable[[str], None] | None
         heur /= mobility
     D_dmft = None
     if nopt.dmft_seeds > 0:
-        say("DMFT")
         problem, dyn, opt = dmft_inputs(cfg)
         sols = [solve_dmft_seed(problem, dyn, opt, s) for s in range(nopt.dmft_seeds)]
-        say("two-replica DMFT")
+        done(3)
         reps = [replica_distance(s, seed=i, time_step=alg.eta) for i, s in enumerate(sols)]
         D_dmft = np.array([r.D[:: alg.save_every] for r in reps], np.float64)
         fdt["dmft"] = effective_temperature(
             np.array([s.C for s in sols]), np.array([s.R for s in sols]), L, nopt.short_lags,
             n_ref=nopt.n_windows if span > 0 else 1, ref_span=span or None, units=nopt.units, mobility=mobility,
         )
+        done(4)
     return NoiseMeasurement(
         times=np.arange(alg.n_saves + 1) * alg.save_every * alg.eta,
         D=np.asarray(rr.D, np.float64),
@@ -405,7 +407,8 @@ def measure_noise(cfg, nopt: NoiseConfig, progress: Callable[[str], None] | None
     )
 
 
-def noise_command(config_path: str | Path, out_dir: str | Path, progress: Callable[[str], None] | None = None):
+def noise_command(config_path: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None,
+                  progress: Callable[[int, int], None] | None = None):
     """Run the effective-noise analysis of a TOML config and write the results.
 
     The TOML is an ordinary sgdlab config plus an optional ``[noise]`` table (:class:`NoiseConfig`).
@@ -414,17 +417,18 @@ def noise_command(config_path: str | Path, out_dir: str | Path, progress: Callab
     ``noise_fdt.png``, ``noise_distance.png``, ``noise_margins.png``. With a ``[noise.scan]``
     table it runs :func:`noise_scan` instead and writes ``out_dir/noise_scan.zarr`` (written
     after every point; a rerun resumes) and the heat maps ``noise_scan_{D_inf,T_eff,kappa_max}.png``.
-    ``progress(message)`` is called before each stage. Returns a ``rich.table.Table`` summary.
+    ``overrides``: a nested dict merged over the file (``sgdlab noise --set noise.max_lag=1.0``).
+    ``progress(done, total)`` counts stages (or scan points). Returns a ``rich.table.Table`` summary.
     """
     import xarray as xr
 
-    from sgdlab.config import load_config, read_toml
+    from sgdlab.config import load_config, merge_tables, read_toml
     from sgdlab.experiment import _base_attrs
     from sgdlab.plot import save_figure
     from sgdlab.store import save
 
     path = Path(config_path)
-    data = read_toml(path)
+    data = merge_tables(read_toml(path), overrides) if overrides else read_toml(path)
     data.setdefault("name", path.stem)
     raw, nopt = split_noise_config(data)
     out = Path(out_dir)
@@ -459,7 +463,6 @@ def noise_command(config_path: str | Path, out_dir: str | Path, progress: Callab
                "T_weak_noise_heuristic": res.heuristic},
     )
     save(ds, out / "noise.zarr")
-    (progress or (lambda msg: None))("figures")
     for name, fig in plot_noise(ds).items():
         save_figure(fig, out / f"noise_{name}.png")
     return _summary_table(cfg.name, res)
@@ -618,7 +621,7 @@ def scan_point(raw: dict, nopt_json: str) -> dict:
 def noise_scan(
     base_config: dict,
     noise: NoiseConfig | dict | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
     store: str | Path | None = None,
     client=None,
 ):
@@ -650,7 +653,6 @@ def noise_scan(
     if nopt.scan is None:
         raise ConfigError("noise.scan: missing; give [noise.scan] batch_fraction = [...] and persistence_time = [...]")
     sc = nopt.scan
-    say = progress or (lambda msg: None)
     base = {k: v for k, v in dict(base_config).items() if k != "noise"}
     alphas = [float(a) for a in sc.alpha] if sc.alpha else [float(base.get("problem", {}).get("alpha", 2.0))]
     bs, taus = [float(b) for b in sc.batch_fraction], [float(t) for t in sc.persistence_time]
@@ -678,6 +680,8 @@ def noise_scan(
             raise ConfigError(f"{store}: holds a different scan; remove it or choose another output folder")
         ds = old
     todo = [ijk for ijk in grid if not bool(ds.done.values[ijk])]
+    report = progress or (lambda done, total: None)
+    report(len(grid) - len(todo), len(grid))
 
     def record(ijk, out):
         for k, v in out.items():
@@ -685,6 +689,7 @@ def noise_scan(
         ds["done"].values[ijk] = True
         if store is not None:
             save(ds, store)
+        report(int(ds.done.values.sum()), len(grid))
 
     njs = nopt.model_dump_json()
     made = client is None and bool(sc.scheduler)
@@ -694,17 +699,14 @@ def noise_scan(
         client, _ = _make_client(sc.scheduler, None, False)
     try:
         if client is None:
-            for n, ijk in enumerate(todo):
-                a, b, t = alphas[ijk[0]], bs[ijk[1]], taus[ijk[2]]
-                say(f"point {n + 1}/{len(todo)}: alpha = {a:g}, b = {b:g}, tau = {t:g}")
+            for ijk in todo:
                 record(ijk, scan_point(raws[ijk], njs))
         else:
             from dask.distributed import as_completed
 
             futures = {client.submit(scan_point, raws[ijk], njs, pure=False): ijk for ijk in todo}
-            for n, fut in enumerate(as_completed(futures)):
+            for fut in as_completed(futures):
                 record(futures[fut], fut.result())
-                say(f"{n + 1}/{len(todo)} points done")
     finally:
         if made:
             client.close()

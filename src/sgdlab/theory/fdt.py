@@ -77,8 +77,7 @@ class FDTCurve(NamedTuple):
     lag: np.ndarray  # (L+1,) in steps
     dC: np.ndarray  # (..., L+1)  C(k,k) - C(k,k-l)
     chi: np.ndarray  # (..., L+1)  sum_{j=k-l}^{k-1} R(k,j)
-    drift: np.ndarray  # (...,) stationarity diagnostic (nan if unknown)
-    drift_curve: np.ndarray | None = None  # (..., L+1) signed [C(k2, k2-l) - C(k1, k1-l)] / C(k2, k2)
+    drift_curve: np.ndarray | None = None  # (..., L+1) signed [C(k2, k2-l) - C(k1, k1-l)] / C(k2, k2); None: unknown
 
 
 class FDTResult(NamedTuple):
@@ -135,10 +134,9 @@ def fdt_curve(C, R, max_lag: int, n_ref: int = 1, ref_span: int | None = None) -
     if len(refs) > 1:
         k1, k2 = refs[0], refs[-1]
         dcurve = (C[..., k2, k2 - lags] - C[..., k1, k1 - lags]) / np.abs(C[..., k2, k2])[..., None]
-        drift = np.max(np.abs(dcurve), axis=-1)
     else:
-        dcurve, drift = None, np.full(C.shape[:-2], np.nan)
-    return FDTCurve(lags, np.mean(dcs, axis=0), np.mean(chis, axis=0), drift, dcurve)
+        dcurve = None
+    return FDTCurve(lags, np.mean(dcs, axis=0), np.mean(chis, axis=0), dcurve)
 
 
 def _slope_through_origin(x, y):
@@ -200,7 +198,7 @@ def fit_fdt(
         if units == "field"
         else f"T in loss units: field-unit temperature divided by the mobility {mobility:g}"
     )
-    mean_curve = FDTCurve(curve.lag, np.mean(x, 0), np.mean(y, 0), curve.drift)
+    mean_curve = FDTCurve(curve.lag, np.mean(x, 0), np.mean(y, 0), curve.drift_curve)
     mean_curve = mean_curve._replace(
         dC=np.concatenate([[0.0], mean_curve.dC]), chi=np.concatenate([[0.0], mean_curve.chi])
     )
@@ -212,17 +210,17 @@ def fit_fdt(
 
 
 def _drift(curve: FDTCurve) -> tuple[float, float]:
-    """``(drift, drift_err)``: with signed drift curves of several replicates, the largest
-    ``|mean over replicates|`` over lags and the standard error at that lag; otherwise the
-    largest drift of any replicate and NaN."""
-    dc = None if curve.drift_curve is None else np.asarray(curve.drift_curve, np.float64)
-    if dc is not None and dc.ndim >= 2 and int(np.prod(dc.shape[:-1])) > 1:
-        dc = dc.reshape(-1, dc.shape[-1])
-        mean, se = dc.mean(0), dc.std(0, ddof=1) / np.sqrt(dc.shape[0])
-        i = int(np.argmax(np.abs(mean)))
-        return float(abs(mean[i])), float(se[i])
-    d = np.asarray(curve.drift, np.float64)
-    return (float(np.nanmax(d)) if np.any(np.isfinite(d)) else float("nan")), float("nan")
+    """``(drift, drift_err)`` from the signed drift curves: the largest ``|mean over replicates|``
+    over lags and the standard error at that lag (NaN with one replicate); ``(NaN, NaN)`` without
+    drift curves (one reference time)."""
+    if curve.drift_curve is None:
+        return float("nan"), float("nan")
+    dc = np.asarray(curve.drift_curve, np.float64)
+    dc = dc.reshape(-1, dc.shape[-1])
+    mean = dc.mean(0)
+    i = int(np.nanargmax(np.abs(mean)))
+    se = dc[:, i].std(ddof=1) / np.sqrt(dc.shape[0]) if dc.shape[0] > 1 else float("nan")
+    return float(abs(mean[i])), float(se)
 
 
 def effective_temperature(
