@@ -49,7 +49,7 @@ from sgdlab import losses
 from sgdlab.algorithms.batch_mask import init_mask, step_mask
 from sgdlab.algorithms.update import UpdateRule, apply_update
 from sgdlab.problems import gaussian_mixture as gm
-from sgdlab.simulation import STREAM_MASK, STREAM_NOISE, SimParams, SimSpec, SimState, _problem, init
+from sgdlab.simulation import STREAM_MASK, STREAM_NOISE, SimParams, SimSpec, SimState, _problem, init, seed_keys
 from sgdlab.theory.fdt import FDTCurve
 
 __all__ = [
@@ -244,11 +244,6 @@ def response_curve(runs: ResponseRun) -> FDTCurve:
     chi = np.asarray(runs.chi, np.float64).mean(axis=-2)
     dcurve = np.asarray(runs.drift_curve, np.float64)
     return FDTCurve(np.arange(dC.shape[-1]), dC, chi, None if np.isnan(dcurve).all() else dcurve)
-
-
-def seed_keys(seeds) -> jax.Array:
-    """Typed keys ``(n_seeds,)`` of the seeds (as :func:`sgdlab.experiment.simulate_many`)."""
-    return jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,6 +642,7 @@ def noise_scan(
 
     import xarray as xr
 
+    from sgdlab.config import load_config
     from sgdlab.store import load, save
 
     nopt = noise if isinstance(noise, NoiseConfig) else NoiseConfig.model_validate(noise or {})
@@ -658,8 +654,6 @@ def noise_scan(
     bs, taus = [float(b) for b in sc.batch_fraction], [float(t) for t in sc.persistence_time]
     grid = list(itertools.product(range(len(alphas)), range(len(bs)), range(len(taus))))
     raws = {ijk: scan_point_config(base, alphas[ijk[0]] if sc.alpha else None, bs[ijk[1]], taus[ijk[2]]) for ijk in grid}
-    from sgdlab.config import load_config
-
     for raw in raws.values():  # validate every point before computing any
         load_config(raw)
     ident = json.dumps({"base": base, "noise": nopt.model_dump()}, sort_keys=True, default=str)

@@ -19,7 +19,7 @@ import xarray as xr
 
 from sgdlab import __version__
 from sgdlab.config import Config, load_config
-from sgdlab.simulation import batched, observable_names, simulation_setup, tile_params
+from sgdlab.simulation import batched, observable_names, seed_keys, simulation_setup, tile_params
 
 #: Long names of the saved variables (stored as attrs and used as plot labels).
 DESCRIPTIONS = {
@@ -195,7 +195,7 @@ def simulate_many(
     for ig, group in enumerate(groups):
         rows = slice(ig * width, ig * width + len(group))
         owner = np.array([i for i, _ in group])
-        keys = jax.vmap(jax.random.key)(jnp.asarray([seed for _, seed in group], dtype=jnp.uint32))
+        keys = seed_keys([seed for _, seed in group])
         params = tile_params([specs[i][1] for i, _ in group], 1)
         data, state = init(params, keys)
         obs = observe(params, data, state)

@@ -151,6 +151,11 @@ def _problem(spec: SimSpec, params: SimParams) -> gm.GaussianMixture:
     )
 
 
+def seed_keys(seeds) -> jax.Array:
+    """Typed keys ``(n_seeds,)`` of integer seeds: the key of seed ``s`` is ``jax.random.key(s)``."""
+    return jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
+
+
 def init(spec: SimSpec, params: SimParams, key: jax.Array) -> tuple[SimData, SimState]:
     """Draw one seed's centroid, data, initial weights and mask from ``fold_in(key, stream)``."""
     problem, d, dtype = _problem(spec, params), spec.d, jnp.dtype(spec.dtype)
