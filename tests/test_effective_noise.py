@@ -274,6 +274,32 @@ def test_noise_examples_are_valid():
                     en.fdt_windows(load_config(en.scan_point_config(raw, None, b, tau)), nopt)
 
 
+@pytest.mark.parametrize(
+    "table,key",
+    [
+        ({"n_replicas": 1}, "noise.n_replicas"),
+        ({"equilibration": 0.0}, "noise.equilibration"),
+        ({"n_windows": 0}, "noise.n_windows"),
+        ({"short_lags": 0}, "noise.short_lags"),
+        ({"n_probes": 0}, "noise.n_probes"),
+        ({"units": "kelvin"}, "noise.units"),
+        ({"dmft_seeds": -1}, "noise.dmft_seeds"),
+        ({"tail": 0.0}, "noise.tail"),
+        ({"tail": 1.5}, "noise.tail"),
+        ({"scan": {"batch_fraction": [0.5], "persistence_time": [-1.0]}}, "noise.scan.persistence_time"),
+        ({"scan": {"batch_fraction": [0.5], "persistence_time": [1.0], "alpha": [0.0]}}, "noise.scan.alpha"),
+        ({"scan": {"batch_fraction": [], "persistence_time": [1.0]}}, "noise.scan.batch_fraction"),
+        ({"scan": {"batch_fraction": [0.5], "persistence_time": [1.0], "scheduler": 5}}, "noise.scan.scheduler"),
+        ({"scan": {"batch_fraction": [0.5], "persistence_time": [1.0], "grid": 2}}, "noise.scan.grid"),
+    ],
+)
+def test_every_noise_key_rejects_bad_values(table, key):
+    from sgdlab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        en.split_noise_config({"noise": table})
+
+
 def test_noise_config_errors_name_the_key():
     from sgdlab.config import ConfigError
 
