@@ -1,4 +1,4 @@
-"""Benchmark of the discrete-time DMFT solver (``sgdlab.theory.dmft``).
+"""Benchmark of the discrete-time DMFT solver (``sgdlab.dmft.solver``).
 
 Prints, for persistent SGD with the square loss (``alpha = 2, Delta = 0.5, lambda = 0.1,
 eta = 0.1, b = 0.3, tau = 2``):
@@ -39,8 +39,8 @@ ETA, B, TAU = 0.1, 0.3, 2.0
 
 def _setup(steps: int):
     import sgdlab  # noqa: F401  (enables float64)
-    from sgdlab.problems.gaussian_mixture import GaussianMixture
-    from sgdlab.theory.dmft import Dynamics
+    from sgdlab.dmft.problem import GaussianMixture
+    from sgdlab.dmft.solver import Dynamics
 
     problem = GaussianMixture(**PROBLEM_KW)
     dynamics = Dynamics(ETA, steps, ETA / TAU, (1 - B) * ETA / (B * TAU), B)
@@ -65,7 +65,7 @@ def _child_solve(queue, steps, samples, iterations, start, baseline_only):
     import warnings
 
     problem, dynamics = _setup(steps)
-    from sgdlab.theory.dmft import DMFTConvergenceWarning, SolverOptions, solve_dmft
+    from sgdlab.dmft.solver import DMFTConvergenceWarning, SolverOptions, solve_dmft
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall = first = 0.0
@@ -105,7 +105,7 @@ def _solver_pieces(steps, samples):
     """The solver's own jitted functions, with the benchmark problem bound."""
     import jax
 
-    from sgdlab.theory import dmft as D
+    from sgdlab.dmft import solver as D
 
     problem, dynamics = _setup(steps)
     skeleton, n_steps, params = D._split(problem, dynamics)
@@ -128,7 +128,7 @@ def iteration_split(steps, samples, repeats):
     fixed-point iteration (warm, min over repeats)."""
     import jax
 
-    from sgdlab.theory import dmft as D
+    from sgdlab.dmft import solver as D
 
     problem, dynamics, draw, march, _ = _solver_pieces(steps, samples)
     noise = draw()

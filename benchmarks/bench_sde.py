@@ -1,7 +1,7 @@
 """Throughput of the SMF Monte Carlo versus diffrax, on the same problem, in one run.
 
 Problem: least squares with ``n = 1000`` Gaussian samples in ``d = 100``
-(:func:`sgdlab.problems.finite_sum.random_least_squares`), the SMF at ``eta = 0.1``
+(:func:`sgdlab.sde.problems.random_least_squares`), the SMF at ``eta = 0.1``
 (drift ``-grad(F + eta/4 |grad F|^2)``, one Brownian motion per sample), ``10^4`` paths,
 ``--steps`` fixed steps of ``T / steps`` from ``x0 = (1, ..., 1)``.
 
@@ -9,7 +9,7 @@ Printed per solver: wall time of the solve (compilation excluded: each solver ru
 compile, then is timed), paths x steps per second, and E X_T[0] with its standard error (all rows
 solve the same SDE with the same step, so the Euler rows agree within Monte Carlo error):
 
-- ``sgdlab euler``: :func:`sgdlab.theory.sde.sde_monte_carlo` with ``scheme="euler"``;
+- ``sgdlab euler``: :func:`sgdlab.sde.sde_monte_carlo` with ``scheme="euler"``;
   matrix-free noise ``sigma(x) w = c sum_i (mean(w) - w_i) grad f_i(x)`` (one reverse pass);
 - ``sgdlab talay_tubaro`` / ``sgdlab weak2``: the order-2 routes, for their cost per step (weak2
   on ``--weak2-paths`` paths: its Ito correction holds ``n d`` floats per path);
@@ -53,8 +53,8 @@ def main() -> None:
     import numpy as np
 
     import sgdlab
-    from sgdlab.problems.finite_sum import random_least_squares
-    from sgdlab.theory import sde
+    from sgdlab.sde.problems import random_least_squares
+    from sgdlab import sde
 
     problem = random_least_squares(0, args.n, args.d, noise=0.5)
     eta, T, steps, P = args.eta, 1.0, args.steps, args.paths

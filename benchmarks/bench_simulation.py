@@ -55,8 +55,8 @@ def run_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, numpy_
     import numpy as np
 
     import sgdlab  # noqa: F401  (float64 mode)
-    from sgdlab.problems.gaussian_mixture import GaussianMixture
-    from sgdlab.simulation import batched, simulation_setup, tile_params
+    from sgdlab.dmft.problem import GaussianMixture
+    from sgdlab.dmft.simulation import batched, simulation_setup, tile_params
 
     problem = GaussianMixture(alpha=2.0, delta=0.5, ridge=0.1, loss="square")
     eta, b, tau, save_every = 0.1, 0.3, 2.0, 10

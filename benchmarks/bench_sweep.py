@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import sgdlab
-    from sgdlab.sweep import _make_client, plan_sweep, run_sweep
+    from sgdlab.core.sweep import _make_client, plan_sweep, run_sweep
 
     cfg = base_config(args.d, args.grid)
     points = plan_sweep(sgdlab.load_config(cfg)).points

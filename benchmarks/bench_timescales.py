@@ -5,14 +5,14 @@ Problem: ``phi = sigma = h_1 + h_2 + h_3`` (normalised Hermite), ``m`` neurons (
 ``T`` (default 0.6: through the degree-1 drop), order parameters saved at ``--saves`` times. For
 each ``d`` in ``--dims`` (default 1000, 4000, 16000), one seed:
 
-- ``flow``: :func:`sgdlab.theory.two_layer.solve_population_flow` with ``solver="tsit5"`` (the
+- ``flow``: :func:`sgdlab.two_layer.flow.solve_population_flow` with ``solver="tsit5"`` (the
   exact finite-``d`` population flow on the overlaps ``(a, s, G)``; ``d`` enters only through the
-  initial overlaps, drawn by :func:`~sgdlab.theory.two_layer.random_overlaps`, not timed). Its
+  initial overlaps, drawn by :func:`~sgdlab.two_layer.flow.random_overlaps`, not timed). Its
   cost per step is ``O(m^3)``; the implicit default ``kvaerno5`` cannot run at ``m = 256`` (dense
   Jacobian of the ``m x m`` state).
-- ``reduced``: :func:`sgdlab.theory.two_layer.solve_reduced` (the ``d = inf`` particle dynamics;
+- ``reduced``: :func:`sgdlab.two_layer.flow.solve_reduced` (the ``d = inf`` particle dynamics;
   no ``d`` at all), with ``tsit5`` and with the default implicit ``kvaerno5``.
-- ``online SGD``: :func:`sgdlab.algorithms.two_layer_sgd.online_sgd`, batch 1, step ``--dt``
+- ``online SGD``: :func:`sgdlab.two_layer.sgd.online_sgd`, batch 1, step ``--dt``
   (``T / dt`` steps of cost ``O(m d)``; the first layer on the sphere).
 
 Printed per row as it arrives: compile time (first call minus warm call) and the warm wall time
@@ -49,9 +49,9 @@ def main() -> None:
     import numpy as np
 
     import sgdlab
-    from sgdlab.algorithms.two_layer_sgd import online_sgd
-    from sgdlab.problems.single_index import SingleIndex
-    from sgdlab.theory import two_layer as tl
+    from sgdlab.two_layer.sgd import online_sgd
+    from sgdlab.two_layer.problem import SingleIndex
+    from sgdlab.two_layer import flow as tl
 
     problem = SingleIndex(phi=(0, 1, 1, 1), sigma=(0, 1, 1, 1))
     m, eps = args.m, args.eps

@@ -21,7 +21,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from sgdlab.config import Config, ConfigError, load_config  # noqa: E402
-from sgdlab.experiment import NonFiniteError, run  # noqa: E402
+from sgdlab.dmft.config import Config, ConfigError, load_config  # noqa: E402
+from sgdlab.dmft.experiment import NonFiniteError, run  # noqa: E402
 
 __all__ = ["Config", "ConfigError", "NonFiniteError", "load_config", "run", "__version__"]

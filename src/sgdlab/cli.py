@@ -55,7 +55,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def _load(config: Optional[Path], example: Optional[str], overrides: list[str]):
-    from sgdlab.config import ConfigError, load_config, merge_tables, read_toml
+    from sgdlab.dmft.config import ConfigError, load_config, merge_tables, read_toml
 
     if config is not None and example is not None:
         raise typer.BadParameter("give either CONFIG or --example, not both", param_hint="--example")
@@ -118,8 +118,8 @@ def theory(
 
 
 def _run_and_report(cfg, out: Path, plot: bool, quiet: bool, simulation: bool) -> None:
-    from sgdlab import store
-    from sgdlab.experiment import NonFiniteError, run as run_experiment
+    from sgdlab.core import store
+    from sgdlab.dmft.experiment import NonFiniteError, run as run_experiment
 
     out.mkdir(parents=True, exist_ok=True)
     store_path, fig_path = out / f"{cfg.name}.zarr", out / f"{cfg.name}.png"
@@ -151,7 +151,7 @@ def _run_and_report(cfg, out: Path, plot: bool, quiet: bool, simulation: bool) -
             raise typer.Exit(1) from None
     store.save(ds, store_path)
     if plot:
-        from sgdlab.plot import plot_order_parameters, save_figure
+        from sgdlab.dmft.plot import plot_order_parameters, save_figure
 
         save_figure(plot_order_parameters(ds, title=cfg.description or cfg.name), fig_path)
     elapsed = time.perf_counter() - start
@@ -192,8 +192,8 @@ def sweep(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a key of the base config, e.g. --set simulation.d=500."),
 ):
     """Run (or resume) a parameter sweep on dask.distributed into one zarr store."""
-    from sgdlab.config import ConfigError
-    from sgdlab.sweep import run_sweep, sweep_status
+    from sgdlab.dmft.config import ConfigError
+    from sgdlab.core.sweep import run_sweep, sweep_status
 
     if status is not None:
         try:
@@ -236,15 +236,15 @@ def plot(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG path (default: next to the store)."),
 ):
     """Make the natural figure of a store: order parameters of a run, curves or a phase diagram of a sweep."""
-    from sgdlab import plot as plots
-    from sgdlab import store as stores
+    from sgdlab.dmft import plot as plots
+    from sgdlab.core import store as stores
 
     if not store_path.exists():
         console.print(f"[bold red]error:[/] no store at {store_path}")
         raise typer.Exit(2)
     ds = stores.load(store_path)
     if ds.attrs.get("kind") == "sweep":
-        from sgdlab.sweep import load_sweep
+        from sgdlab.core.sweep import load_sweep
 
         try:
             fig = plots.plot_sweep(load_sweep(store_path), variable, t)
@@ -274,8 +274,8 @@ def _sub_config(config: Optional[Path], example: Optional[str], kind: str) -> Pa
 def _run_command(fn, path: Path, out: Path, overrides: list[str] | None = None) -> None:
     """Run a sub-command's ``fn(config_path, out_dir, [overrides=...,] progress=...)`` with a
     progress bar and print its table; ``overrides``: the ``--set key=value`` items."""
-    from sgdlab.config import ConfigError
-    from sgdlab.experiment import NonFiniteError
+    from sgdlab.dmft.config import ConfigError
+    from sgdlab.dmft.experiment import NonFiniteError
 
     extra = {"overrides": _parse_overrides(overrides)} if overrides else {}
     with _progress_bar(False) as bar:
@@ -298,7 +298,7 @@ def manifold(
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Output folder: OUT/NAME.zarr and OUT/NAME.png."),
 ):
     """Noisy GD near a zero-loss manifold: simulations for several alpha beside the slow limit."""
-    from sgdlab.manifold_experiment import manifold_command
+    from sgdlab.manifold.experiment import manifold_command
 
     _run_command(manifold_command, _sub_config(config, example, "manifold"), out)
 
@@ -311,7 +311,7 @@ def sde(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a key of the study config (repeatable)."),
 ):
     """SDE limits of SGD: weak errors of GF / SME / SMF / SVAG against SGD over eta, with fitted orders."""
-    from sgdlab.sde_experiment import sde_command
+    from sgdlab.sde.experiment import sde_command
 
     _run_command(sde_command, _sub_config(config, example, "sde"), out, set_)
 
@@ -324,7 +324,7 @@ def noise(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a key, e.g. --set noise.max_lag=1.0 (repeatable)."),
 ):
     """The effective noise of SGD: FDT plot (T_eff), replica distance D(t), margin histogram; or a (b, tau) scan."""
-    from sgdlab.effective_noise import noise_command
+    from sgdlab.dmft.noise import noise_command
 
     _run_command(noise_command, _sub_config(config, example, "noise"), out, set_)
 
@@ -337,7 +337,7 @@ def timescales(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a key of the study config, e.g. --set dynamics.eps=1e-3 (repeatable)."),
 ):
     """Two-layer learning time-scales: finite-d flow, online SGD and reduced dynamics; plateaus, t_l, eps-scaling fit."""
-    from sgdlab.timescales_experiment import timescales_command
+    from sgdlab.two_layer.experiment import timescales_command
 
     _run_command(timescales_command, _sub_config(config, example, "timescales"), out, set_)
 

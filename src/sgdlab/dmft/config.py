@@ -1,0 +1,330 @@
+"""Validated experiment configuration (pydantic), with the same keys as the TOML files.
+
+A config has the sections ``[problem]``, ``[algorithm]`` and ``[simulation]`` (see the README for
+every key). Defaults are the built-in default experiment: persistent SGD on the two-cluster
+mixture with ``alpha = 2, Delta = 0.5, lambda = 0.1``, square loss, ``eta = 0.1, b = 0.3,
+tau = 2``, ``d = 2000``, 8 seeds, ``t`` up to 15.
+
+Rules beyond the per-key ranges (each raises :class:`ConfigError` naming the key):
+
+- unknown keys are errors;
+- ``gd`` uses every sample: ``batch_fraction`` other than 1 and any ``persistence_time`` are errors;
+- ``sgd`` draws i.i.d. batches: its persistence time is ``eta / b`` by definition (an explicit
+  different value is an error);
+- ``persistent_sgd`` needs ``tau >= eta`` and ``(1 - b) eta <= b tau`` (transition probabilities
+  at most 1); ``sgf`` needs only ``tau > 0``;
+- ``temperature`` belongs to ``langevin`` only; ``langevin`` defaults to ``b = 1`` (full batch);
+- a nonzero ``kappa`` belongs to ``squared_hinge``, a ``threshold`` other than 1 to three clusters,
+  which also need a warm
+  start ``m0 != 0`` (``m = 0`` is a fixed point of the dynamics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sgdlab.core.errors import ConfigError
+from sgdlab.dmft.batch_mask import mask_chain
+from sgdlab.dmft.problem import GaussianMixture
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class ProblemConfig(_Section):
+    """``[problem]``: the Gaussian-mixture classification task."""
+
+    name: Literal["gaussian_mixture"] = "gaussian_mixture"
+    clusters: Literal[2, 3] = 2
+    alpha: float = Field(2.0, gt=0, description="sample ratio n / d, in (0, inf)")
+    delta: float = Field(0.5, gt=0, description="cluster variance Delta, in (0, inf)")
+    rho: float = Field(0.5, gt=0, lt=1, description="weight of the +1 cluster (two) or of the outer clusters (three), in (0, 1)")
+    loss: Literal["square", "logistic", "squared_hinge"] = "square"
+    kappa: float = Field(0.0, description="margin of the squared hinge")
+    threshold: float = Field(1.0, gt=0, description="theta of the even classifier phi(h) = h^2 - theta (three clusters), in (0, inf)")
+    ridge: float = Field(0.1, ge=0, description="ridge lambda, in [0, inf)")
+    m0: float = Field(0.0, description="initial overlap: w(0) = m0 v + sigma0 N(0, I)")
+    sigma0: float = Field(1.0, ge=0, description="initial weight scale, in [0, inf)")
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.kappa != 0 and self.loss != "squared_hinge":
+            raise ValueError("kappa is the margin of loss = 'squared_hinge' only; remove it or change the loss")
+        if self.threshold != 1.0 and self.clusters != 3:
+            raise ValueError("threshold belongs to the three-cluster even classifier (clusters = 3) only")
+        if self.clusters == 3 and self.m0 == 0:
+            raise ValueError("m0 must be nonzero for clusters = 3: m = 0 is a fixed point, a warm start is needed")
+        return self
+
+    def to_problem(self) -> GaussianMixture:
+        """The hashable problem object used by the numerical cores."""
+        return GaussianMixture(**self.model_dump(exclude={"name"}))
+
+
+class AlgorithmConfig(_Section):
+    """``[algorithm]``: the training algorithm and its time grid ``t = k eta``."""
+
+    name: Literal["gd", "sgd", "persistent_sgd", "sgf", "langevin"] = "persistent_sgd"
+    eta: float = Field(0.1, gt=0, description="learning rate (time step), in (0, inf)")
+    batch_fraction: float = Field(0.3, gt=0, le=1, description="batch fraction b, in (0, 1]")
+    persistence_time: float | None = Field(2.0, gt=0, description="persistence time tau, in [eta, inf) for persistent SGD")
+    temperature: float = Field(0.0, ge=0, description="Langevin temperature T, in [0, inf)")
+    normalisation: Literal["unnormalised", "normalised"] = "unnormalised"
+    horizon: float = Field(15.0, gt=0, description="final time t_max, in [eta, inf)")
+    save_every: int = Field(1, ge=1, description="save order parameters every this many steps, in [1, inf)")
+
+    @model_validator(mode="after")
+    def _resolve(self):
+        fields = self.model_fields_set
+        name = self.name
+        if name == "gd" or (name == "langevin" and "batch_fraction" not in fields):
+            if "batch_fraction" in fields and self.batch_fraction != 1:
+                raise ValueError(f"batch_fraction must be 1 (or omitted) for {name}, which uses every sample; use sgd or persistent_sgd for minibatches")
+            self.batch_fraction = 1.0
+        if self.batch_fraction == 1.0:
+            if "persistence_time" in fields and self.persistence_time is not None and name in ("gd",):
+                raise ValueError("persistence_time has no meaning for gd")
+            self.persistence_time = None
+        elif name == "sgd":
+            iid = self.eta / self.batch_fraction
+            if "persistence_time" in fields and self.persistence_time is not None and abs(self.persistence_time - iid) > 1e-12 * iid:
+                raise ValueError(f"persistence_time of sgd is eta / b = {iid} by definition; omit it or use persistent_sgd")
+            self.persistence_time = iid
+        elif self.persistence_time is None:
+            raise ValueError(f"persistence_time is required for {name} with batch_fraction < 1")
+        if "temperature" in fields and self.temperature != 0 and name != "langevin":
+            raise ValueError(f"temperature belongs to langevin only (algorithm.name = {name!r})")
+        if self.horizon < self.eta:
+            raise ValueError(f"horizon={self.horizon} must be >= eta={self.eta} (at least one step)")
+        chain_kind = "persistent_sgd" if name == "langevin" else name
+        try:
+            mask_chain(chain_kind, self.eta, self.batch_fraction, self.persistence_time)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        if self.save_every > self.n_steps:
+            raise ValueError(f"save_every={self.save_every} must be <= the number of steps {self.n_steps}")
+        return self
+
+    @property
+    def n_steps(self) -> int:
+        """Number of steps ``floor(horizon / eta)`` (up to rounding)."""
+        return int(self.horizon / self.eta + 1e-9)
+
+    @property
+    def n_saves(self) -> int:
+        """Number of save blocks; the saved times are ``j * save_every * eta`` for ``j = 0..n_saves``."""
+        return self.n_steps // self.save_every
+
+
+class SimulationConfig(_Section):
+    """``[simulation]``: size, seeds and precision of the direct simulation."""
+
+    d: int = Field(2000, ge=2, description="dimension, in [2, inf)")
+    seeds: int | list[int] = Field(8, description="number of seeds (0..n-1) or an explicit list of seeds")
+    dtype: Literal["float32", "float64"] = "float32"
+    test_samples: int = Field(0, ge=0, description="size of a sampled test set to check the exact test error (0: none)")
+    seed_batch: int | None = Field(None, ge=1, description="seeds simulated at once (vmapped); default: all")
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v):
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError(f"seeds={v} must be >= 1 (a count) or a list of seeds")
+        else:
+            if not v:
+                raise ValueError("seeds must not be an empty list")
+            if any(s < 0 for s in v) or len(set(v)) != len(v):
+                raise ValueError(f"seeds={v} must be distinct non-negative integers")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds as a list of integers."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+class TheoryConfig(_Section):
+    """``[theory]``: which theories to solve beside the simulation, and the DMFT solver's options."""
+
+    methods: list[Literal["dmft"]] = Field(default_factory=list, description="theories to compute, e.g. [\"dmft\"]")
+    samples: int = Field(30000, ge=2, description="DMFT effective trajectories N, in [2, inf)")
+    damping: float = Field(0.3, ge=0, lt=1, description="DMFT damping: K <- damping K + (1 - damping) K_new, in [0, 1)")
+    iterations: int = Field(50, ge=1, description="maximum DMFT fixed-point iterations, in [1, inf)")
+    tolerance: float = Field(1e-4, gt=0, description="DMFT stopping tolerance on the relative kernel change, in (0, inf)")
+    seed: int = Field(0, ge=0, lt=2**32, description="DMFT random stream, in [0, 2^32)")
+    response: Literal["probe", "stein"] = "probe"
+    start: Literal["march", "zero"] = "march"
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"methods={v} lists a method twice")
+        return v
+
+
+SWEEPABLE_SECTIONS = ("problem", "algorithm", "simulation", "theory")
+
+
+class SweepConfig(_Section):
+    """``[sweep]``: a grid of experiments.
+
+    Dotted keys directly in ``[sweep]`` (``"algorithm.batch_fraction" = [0.1, 0.2, 0.5]``) form a
+    Cartesian product (one store dimension each, named by the key); the ``[sweep.zip]`` table holds
+    lists of equal length varied together (one dimension ``zip``). Seeds stay the ``seed``
+    dimension of every point (``simulation.seeds``).
+    """
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+    points_per_task: int = Field(8, ge=1, description="points of equal structure vmapped in one task, in [1, inf)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dotted_keys_are_grid_axes(cls, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            grid = dict(data.pop("grid", {}) or {})
+            for key in [k for k in data if "." in k]:
+                grid[key] = data.pop(key)
+            data["grid"] = grid
+        return data
+
+    @model_validator(mode="after")
+    def _check_axes(self):
+        if not self.grid and not self.zip:
+            raise ValueError("a sweep needs at least one axis, e.g. \"algorithm.batch_fraction\" = [0.1, 0.5]")
+        lengths = {len(v) for v in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip lists must have equal lengths (got {sorted(lengths)})")
+        for key, values in list(self.grid.items()) + list(self.zip.items()):
+            section, _, field = key.partition(".")
+            if section not in SWEEPABLE_SECTIONS or field not in _SECTION_FIELDS[section]:
+                raise ValueError(f"sweep axis {key!r} is not a config key (use section.key with section in {SWEEPABLE_SECTIONS})")
+            if key in ("simulation.seeds", "problem.name"):
+                raise ValueError(f"{key} cannot be a sweep axis (seeds are the seed dimension of every point)")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep axis {key!r} needs a non-empty list of values")
+        if set(self.grid) & set(self.zip):
+            raise ValueError(f"keys both in the grid and in zip: {sorted(set(self.grid) & set(self.zip))}")
+        return self
+
+
+class Config(_Section):
+    """A full experiment; ``Config()`` is the built-in default experiment."""
+
+    name: str = "default"
+    description: str = ""
+    problem: ProblemConfig = Field(default_factory=ProblemConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    theory: TheoryConfig = Field(default_factory=TheoryConfig)
+    sweep: SweepConfig | None = None
+
+    @model_validator(mode="after")
+    def _theory_fits_the_grid(self):
+        if "dmft" in self.theory.methods:
+            need = 2 * (self.algorithm.n_saves * self.algorithm.save_every + 1)
+            if self.theory.samples < need:
+                raise ValueError(
+                    f"theory.samples={self.theory.samples} must be >= 2 (n_steps + 1) = {need} for the DMFT's "
+                    "response regression; raise it or shorten the horizon"
+                )
+        return self
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys) of the resolved config."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def config_hash(self) -> str:
+        """Short hash of the canonical JSON: identifies an experiment."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+
+_SECTION_FIELDS = {
+    "problem": set(ProblemConfig.model_fields),
+    "algorithm": set(AlgorithmConfig.model_fields),
+    "simulation": set(SimulationConfig.model_fields),
+    "theory": set(TheoryConfig.model_fields),
+}
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (not a config key of this section)")
+        elif isinstance(got, (int, float, str)) and not isinstance(got, bool):
+            lines.append(f"{loc or 'config'}: {msg} (got {got!r})")
+        else:
+            lines.append(f"{loc or 'config'}: {msg}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML config file, with ``name`` defaulting to the file's stem.
+
+    Raises :class:`ConfigError` for a missing file or invalid TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    data.setdefault("name", path.stem)
+    return data
+
+
+def merge_tables(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge the nested table ``extra`` into ``base`` (in place, ``extra`` wins); returns ``base``.
+
+    Used for ``--set section.key=value`` overrides on top of a TOML file.
+    """
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_tables(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def validate_config(model: type[BaseModel], source: BaseModel | dict[str, Any] | str | Path) -> BaseModel:
+    """Validate ``source`` (an instance of ``model``, a dict of TOML keys or a TOML path) as
+    ``model``; every config type of sgdlab is loaded through here.
+
+    Raises :class:`ConfigError` with one line per problem, each naming the key.
+    """
+    if isinstance(source, model):
+        return source
+    if isinstance(source, (str, Path)):
+        source = read_toml(source)
+    try:
+        return model.model_validate(source)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(source: Config | dict[str, Any] | str | Path | None = None) -> Config:
+    """A validated :class:`Config` from a Config, a dict, a TOML path, or ``None`` (the built-in
+    default experiment ``examples/default.toml``: the model defaults plus DMFT beside the simulation).
+
+    Raises :class:`ConfigError` with one line per problem, each naming the key.
+    """
+    if source is None:
+        from importlib import resources
+
+        source = Path(str(resources.files("sgdlab") / "examples" / "default.toml"))
+    return validate_config(Config, source)

@@ -1,0 +1,268 @@
+"""Run an experiment described by a config and return an ``xarray.Dataset``.
+
+This is orchestration, outside the numerical core: it builds the pure simulator of
+:mod:`sgdlab.dmft.simulation`, ``jit(vmap(...))``-s it over seeds, drives the time loop in chunks (for the
+progress bar and to stop at the first non-finite value), and assembles the Dataset with dims
+``(method, seed, t)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from sgdlab import __version__
+from sgdlab.core.errors import NonFiniteError
+from sgdlab.dmft.config import Config, load_config
+from sgdlab.dmft.simulation import batched, observable_names, seed_keys, simulation_setup, tile_params
+
+#: Long names of the saved variables (stored as attrs and used as plot labels).
+DESCRIPTIONS = {
+    "m": "overlap m = w.v/d",
+    "q": "self-overlap q = C(t,t) = w.w/d",
+    "train_loss": "training loss (mean over samples)",
+    "train_error": "training error (fraction misclassified)",
+    "test_loss": "test loss (exact, from m and q)",
+    "test_error": "test error (exact, from m and q)",
+    "batch_occupancy": "fraction of samples in the batch",
+    "test_loss_sampled": "test loss on a sampled test set",
+    "test_error_sampled": "test error on a sampled test set",
+}
+
+ProgressFn = Callable[[int, int], None]
+
+
+def run(
+    config: Config | dict[str, Any] | str | None = None,
+    progress: ProgressFn | None = None,
+    simulation: bool = True,
+) -> xr.Dataset:
+    """Run ``config`` (a :class:`~sgdlab.dmft.config.Config`, a dict of TOML keys, a TOML path or
+    ``None`` for the built-in default experiment) and return its Dataset.
+
+    Dims ``(method, seed, t)``: ``method`` holds ``"sim"`` (the direct simulation, unless
+    ``simulation=False``) and every theory of ``[theory] methods`` (e.g. ``"dmft"``, whose curves
+    are repeated along ``seed``: a theory has no seed). Variables ``m, q, train_loss,
+    train_error, test_loss, test_error`` for every method, ``batch_occupancy`` (plus
+    ``*_sampled`` with a sampled test set) for the simulation, and for the DMFT ``C, R`` over
+    ``(method, t, t_prime)`` and ``residual`` over ``(method, iteration)``. Attrs ``config``
+    (JSON), ``sgdlab_version``, and per theory ``<method>_converged``.
+    ``progress(done, total)`` is called after each simulation chunk. Raises
+    :class:`NonFiniteError` at the first saved time where a simulated quantity is NaN or inf.
+    """
+    cfg = load_config(config)
+    parts = []
+    if simulation:
+        parts.append(simulate(cfg, progress))
+    for method in cfg.theory.methods:
+        parts.append(solve_theory(cfg, method))
+    if not parts:
+        raise ValueError("nothing to run: simulation=False and no [theory] methods")
+    return combine(parts, cfg)
+
+
+def dmft_inputs(cfg: Config):
+    """``(problem, Dynamics, SolverOptions)`` of the DMFT for a validated config.
+
+    The DMFT is written for the unnormalised update; a normalised config is mapped exactly by
+    ``eta' = eta/b, lambda' = b lambda, T' = b T`` (the mask chain's probabilities are unchanged:
+    they depend on ``eta/tau``). The number of steps covers the saved times.
+    """
+    from dataclasses import replace
+
+    from sgdlab.dmft.batch_mask import mask_chain
+    from sgdlab.dmft.solver import Dynamics, SolverOptions
+
+    alg, th = cfg.algorithm, cfg.theory
+    problem = cfg.problem.to_problem()
+    langevin = alg.name == "langevin"
+    chain = mask_chain("persistent_sgd" if langevin else alg.name, alg.eta, alg.batch_fraction, alg.persistence_time)
+    eta, temperature = alg.eta, (alg.temperature if langevin else 0.0)
+    if alg.normalisation == "normalised":
+        b = alg.batch_fraction
+        eta, temperature = eta / b, temperature * b
+        problem = replace(problem, ridge=problem.ridge * b)
+    dynamics = Dynamics(
+        eta=eta, n_steps=alg.n_saves * alg.save_every, p_on=chain.p_on, p_off=chain.p_off, b=chain.b, temperature=temperature
+    )
+    options = SolverOptions(
+        samples=th.samples, damping=th.damping, iterations=th.iterations, tolerance=th.tolerance, seed=th.seed,
+        response=th.response, start=th.start,
+    )
+    return problem, dynamics, options
+
+
+def solve_theory(cfg: Config, method: str) -> xr.Dataset:
+    """The Dataset of one theory (``"dmft"``) for ``cfg``, on the simulation's time grid."""
+    if method != "dmft":
+        raise ValueError(f"unknown theory method {method!r}; available: dmft")
+    from sgdlab.dmft.solver import dmft_dataset, solve_dmft
+
+    problem, dynamics, options = dmft_inputs(cfg)
+    # time_step: the config's own eta (a normalised config is solved with eta / b, but t = k eta)
+    ds = dmft_dataset(solve_dmft(problem, dynamics, options), cfg.algorithm.save_every, time_step=cfg.algorithm.eta)
+    ds.attrs = {f"dmft_{k}": v for k, v in ds.attrs.items() if k != "sgdlab_version"}
+    return ds
+
+
+def combine(parts: list[xr.Dataset], cfg: Config) -> xr.Dataset:
+    """One Dataset from a simulation and theories: theories are repeated along ``seed``."""
+    sim = next((p for p in parts if "seed" in p.dims), None)
+    aligned = []
+    for p in parts:
+        if sim is not None and "seed" not in p.dims:
+            p = p.copy()
+            for name in [v for v in p.data_vars if set(p[v].dims) == {"method", "t"}]:
+                p[name] = p[name].expand_dims(seed=sim.seed).transpose("method", "seed", "t")
+        aligned.append(p)
+    attrs = {}
+    for p in parts:
+        attrs.update(p.attrs)
+    ds = aligned[0] if len(aligned) == 1 else xr.concat(aligned, dim="method", data_vars="all", join="outer", combine_attrs="drop")
+    ds.attrs = {**attrs, **_base_attrs(cfg)}
+    return ds
+
+
+def _chunking(n_blocks: int, max_chunks: int = 25) -> tuple[int, int]:
+    """``(blocks per chunk, number of chunks)`` covering ``n_blocks`` with little padding."""
+    n_chunks = max(1, min(n_blocks, max_chunks))
+    per_chunk = math.ceil(n_blocks / n_chunks)
+    return per_chunk, math.ceil(n_blocks / per_chunk)
+
+
+def simulation_inputs(cfg: Config):
+    """``(SimSpec, SimParams)`` of a validated config."""
+    alg, sim = cfg.algorithm, cfg.simulation
+    return simulation_setup(
+        cfg.problem.to_problem(),
+        alg.name,
+        sim.d,
+        alg.eta,
+        alg.batch_fraction,
+        alg.persistence_time,
+        alg.temperature,
+        alg.normalisation,
+        alg.save_every,
+        jnp.float64 if sim.dtype == "float64" else jnp.float32,
+        sim.test_samples,
+    )
+
+
+def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
+    """Direct simulation of ``cfg`` (validated), vmapped over seeds; see :func:`run`."""
+    (result,) = simulate_many([cfg], progress, max_entries=cfg.simulation.seed_batch)
+    if isinstance(result, NonFiniteError):
+        raise result
+    return result
+
+
+def simulate_many(
+    cfgs: list[Config], progress: ProgressFn | None = None, max_entries: int | None = None, max_chunks: int = 25
+) -> list[xr.Dataset | NonFiniteError]:
+    """Simulate several configs that share one static structure (:class:`SimSpec` and number of
+    saves) in one vmapped program; returns one Dataset per config, or the
+    :class:`NonFiniteError` of a config whose run produced NaN/inf (the others are unaffected).
+
+    The batch axis holds every (config, seed) pair, ``max_entries`` at a time (default: all).
+    The time loop runs in at most ``max_chunks`` jitted calls (progress and NaN checks between).
+    """
+    specs = [simulation_inputs(c) for c in cfgs]
+    spec, n_blocks = specs[0][0], cfgs[0].algorithm.n_saves
+    if any(sp != spec or c.algorithm.n_saves != n_blocks for (sp, _), c in zip(specs, cfgs)):
+        raise ValueError("simulate_many needs configs with the same static structure and number of saves")
+    init, observe, advance = batched(spec)
+    names = observable_names(spec.test_samples)
+    per_chunk, n_chunks = _chunking(n_blocks, max_chunks)
+    entries = [(i, seed) for i, c in enumerate(cfgs) for seed in c.simulation.seed_list]
+    width = max_entries or len(entries)
+    groups = [entries[i : i + width] for i in range(0, len(entries), width)]
+    out = np.full((len(names), len(entries), n_blocks + 1), np.nan)
+    failed: dict[int, tuple] = {}  # config index -> (quantity, time index, seed)
+    done, total = 0, len(groups) * n_chunks
+    for ig, group in enumerate(groups):
+        rows = slice(ig * width, ig * width + len(group))
+        owner = np.array([i for i, _ in group])
+        keys = seed_keys([seed for _, seed in group])
+        params = tile_params([specs[i][1] for i, _ in group], 1)
+        data, state = init(params, keys)
+        obs = observe(params, data, state)
+        out[:, rows, 0] = np.stack([np.asarray(obs[k], dtype=np.float64) for k in names])
+        filled = 0
+        for _ in range(n_chunks):
+            state, obs = advance(params, data, keys, state, per_chunk)
+            take = min(per_chunk, n_blocks - filled)
+            out[:, rows, 1 + filled : 1 + filled + take] = np.stack([np.asarray(obs[k][:, :take], dtype=np.float64) for k in names])
+            filled += take
+            done += 1
+            bad = ~np.isfinite(out[:, rows, : filled + 1])  # (names, entries, t)
+            for e in np.unique(np.nonzero(bad)[1]):
+                i = int(owner[e])
+                j = int(np.nonzero(bad[:, e].any(axis=0))[0][0])
+                if i not in failed or j < failed[i][1]:
+                    failed[i] = (names[int(np.nonzero(bad[:, e, j])[0][0])], j, group[e][1], rows.start + int(e))
+            if progress is not None:
+                progress(done, total)
+            if all(int(i) in failed for i in np.unique(owner)):
+                break  # every config of this group has failed: stop early
+        del data, state
+    results: list[xr.Dataset | NonFiniteError] = []
+    for i, cfg in enumerate(cfgs):
+        rows_i = [r for r, (owner_i, _) in enumerate(entries) if owner_i == i]
+        values = {k: out[a, rows_i] for a, k in enumerate(names)}
+        times = np.arange(n_blocks + 1) * cfg.algorithm.save_every * cfg.algorithm.eta
+        seeds = cfg.simulation.seed_list
+        if i in failed:
+            name, j, seed, row = failed[i]
+            partial = _to_dataset(cfg, {k: v[:, :j] for k, v in values.items()}, times[:j], seeds)
+            partial.attrs["status"] = "failed: non-finite"
+            results.append(
+                NonFiniteError(
+                    f"{name} became {out[names.index(name), row, j]} at t={times[j]:g} "
+                    f"(step {j * cfg.algorithm.save_every}) for seed {seed}; the run stopped there "
+                    "(lower eta or check the config)",
+                    partial,
+                )
+            )
+        else:
+            results.append(_to_dataset(cfg, values, times, seeds))
+    return results
+
+
+def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> xr.Dataset:
+    steps = np.rint(times / cfg.algorithm.eta).astype(np.int64)
+    data_vars = {
+        k: (("method", "seed", "t"), v[None], {"long_name": DESCRIPTIONS.get(k, k)}) for k, v in out.items()
+    }
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            "method": ["sim"],
+            "seed": np.asarray(seeds, dtype=np.int64),
+            "t": ("t", times, {"long_name": "time t = k eta"}),
+            "step": ("t", steps),
+        },
+        attrs=_base_attrs(cfg),
+    )
+    return ds
+
+
+def _base_attrs(cfg: Config) -> dict:
+    return {
+        "config": cfg.to_json(),
+        "config_hash": cfg.config_hash(),
+        "sgdlab_version": __version__,
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "status": "complete",
+    }
+
+
+def config_of(ds: xr.Dataset) -> Config:
+    """The validated config stored in a Dataset's attrs."""
+    return load_config(json.loads(ds.attrs["config"]))

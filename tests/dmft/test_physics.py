@@ -1,0 +1,92 @@
+"""Physics checks of the simulator: GD reaches the ridge minimiser, exact vs sampled test error,
+float32 vs float64, determinism and the non-finite stop."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sgdlab
+from sgdlab.dmft import problem as gm
+from sgdlab.dmft.simulation import make_simulator
+
+
+def test_gd_square_loss_converges_to_ridge_minimiser():
+    """w* = (X^T X / d + lambda I)^{-1} X^T y / sqrt(d), on the same data (linear algebra)."""
+    d, ridge, seeds = 200, 0.1, [0, 1, 2]
+    cfg = sgdlab.load_config(
+        {
+            "problem": {"alpha": 2.0, "delta": 0.5, "loss": "square", "ridge": ridge},
+            "algorithm": {"name": "gd", "eta": 0.2, "horizon": 150.0, "save_every": 10},
+            "simulation": {"d": d, "seeds": seeds, "dtype": "float64"},
+        }
+    )
+    ds = sgdlab.run(cfg)
+    sim = make_simulator(cfg.problem.to_problem(), "gd", d, 0.2, dtype=jnp.float64)
+    for i, seed in enumerate(seeds):
+        data, _ = sim.init(jax.random.key(seed))
+        x, y, v = (np.asarray(a) for a in (data.train.x, data.train.y, data.train.v))
+        w = np.linalg.solve(x.T @ x / d + ridge * np.eye(d), x.T @ y / math.sqrt(d))
+        # GD contracts by at least (1 - eta lambda) per step: after 750 steps the error is < 1e-6 relative
+        assert ds.m.values[0, i, -1] == pytest.approx(w @ v / d, rel=1e-8)
+        assert ds.q.values[0, i, -1] == pytest.approx(w @ w / d, rel=1e-8)
+
+
+@pytest.mark.parametrize("clusters", [2, 3])
+def test_exact_test_error_matches_sampled_test_set(clusters):
+    n_test = 40_000
+    problem = {"clusters": clusters, "alpha": 2.0, "delta": 0.3, "loss": "square", "ridge": 0.1}
+    if clusters == 3:
+        problem.update(m0=0.8, sigma0=0.3, rho=0.6)
+    ds = sgdlab.run(
+        {
+            "problem": problem,
+            "algorithm": {"name": "sgd", "batch_fraction": 0.5, "eta": 0.05, "horizon": 3.0, "save_every": 6},
+            "simulation": {"d": 300, "seeds": 2, "dtype": "float64", "test_samples": n_test},
+        }
+    )
+    exact, sampled = ds.test_error.values, ds.test_error_sampled.values
+    se = np.sqrt(exact * (1 - exact) / n_test)
+    assert np.all(np.abs(sampled - exact) < 5 * se + 1e-12), np.max(np.abs(sampled - exact) / se)
+    # test loss: sampling error from the same test set (loss variance bounded by its second moment)
+    exact_l, sampled_l = ds.test_loss.values, ds.test_loss_sampled.values
+    assert np.all(np.abs(sampled_l - exact_l) < 5 * np.sqrt(3 * exact_l**2 / n_test) + 0.02 * exact_l)
+
+
+def test_test_loss_quadrature_against_closed_form_square_loss():
+    """Square loss, two clusters: E (y - h)^2 / 2 = ((1 - m)^2 + Delta q) / 2 exactly."""
+    p = gm.GaussianMixture(delta=0.4, loss="square")
+    m, q = jnp.array([0.0, 0.3, 1.2]), jnp.array([0.5, 1.0, 2.0])
+    np.testing.assert_allclose(gm.test_loss(p, m, q), 0.5 * ((1 - m) ** 2 + 0.4 * q), rtol=1e-12)
+
+
+def test_float32_agrees_with_float64():
+    """The default dtype float32 gives the float64 order parameters to well below seed spread."""
+    base = {"simulation": {"d": 1000, "seeds": 3}, "algorithm": {"horizon": 10.0}}
+    r32 = sgdlab.run({**base, "simulation": {**base["simulation"], "dtype": "float32"}})
+    r64 = sgdlab.run({**base, "simulation": {**base["simulation"], "dtype": "float64"}})
+    for k in ("m", "q", "train_loss", "test_error"):
+        diff = np.max(np.abs(r32[k].values - r64[k].values))
+        spread = float(r64[k].isel(t=-1).std())
+        assert diff < 1e-4 and diff < 0.05 * spread, (k, diff, spread)
+
+
+def test_same_config_same_numbers_and_seed_independence_of_batching():
+    cfg = {"simulation": {"d": 300, "seeds": [5, 2, 7], "dtype": "float64"}, "algorithm": {"horizon": 2.0}}
+    a, b = sgdlab.run(cfg), sgdlab.run(cfg)
+    for k in ("m", "q", "train_loss"):
+        np.testing.assert_array_equal(a[k].values, b[k].values)
+    alone = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [7], "dtype": "float64"}})
+    batched = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 2, 7], "dtype": "float64", "seed_batch": 2}})
+    np.testing.assert_allclose(alone.m.values[0, 0], a.m.sel(seed=7).values[0], rtol=1e-12)
+    np.testing.assert_allclose(batched.q.values, a.q.values, rtol=1e-12)
+
+
+def test_divergence_stops_with_quantity_and_time():
+    with pytest.raises(sgdlab.NonFiniteError, match=r"(m|q|train_loss|test_loss|train_error|test_error) became .* at t=") as info:
+        sgdlab.run({"algorithm": {"name": "gd", "eta": 3.0, "horizon": 600.0}, "simulation": {"d": 100, "seeds": 1}})
+    partial = info.value.partial
+    assert partial is not None and np.all(np.isfinite(partial.q.values))
+    assert partial.attrs["status"].startswith("failed")
