@@ -36,10 +36,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import sgdlab
-    from sgdlab.core.sweep import _make_client, plan_sweep, run_sweep
+    from sgdlab.core.sweep import make_client, plan_sweep, run_sweep
+    from sgdlab.dmft.command import STUDY
 
     cfg = base_config(args.d, args.grid)
-    points = plan_sweep(sgdlab.load_config(cfg)).points
+    points = plan_sweep(STUDY, sgdlab.load_config(cfg)).points
     n = len(points)
 
     # plain loop in this process
@@ -55,12 +56,12 @@ def main() -> None:
             cfg["sweep"]["points_per_task"] = per_task
             with tempfile.TemporaryDirectory() as tmp:
                 t_start = time.perf_counter()
-                client, cluster = _make_client(None, workers, False)
+                client, cluster = make_client(None, workers, False)
                 t_ready = time.perf_counter()
                 try:
-                    summary = run_sweep(cfg, Path(tmp) / "s.zarr", client=client)
+                    summary = run_sweep(STUDY, cfg, Path(tmp) / "s.zarr", client=client)
                     t_end = time.perf_counter()
-                    again = run_sweep(cfg, Path(tmp) / "s2.zarr", client=client)  # warm workers
+                    again = run_sweep(STUDY, cfg, Path(tmp) / "s2.zarr", client=client)  # warm workers
                     t_warm = time.perf_counter() - t_end
                 finally:
                     client.close()

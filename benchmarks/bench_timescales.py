@@ -12,8 +12,8 @@ each ``d`` in ``--dims`` (default 1000, 4000, 16000), one seed:
   Jacobian of the ``m x m`` state).
 - ``reduced``: :func:`sgdlab.two_layer.flow.solve_reduced` (the ``d = inf`` particle dynamics;
   no ``d`` at all), with ``tsit5`` and with the default implicit ``kvaerno5``.
-- ``online SGD``: :func:`sgdlab.two_layer.sgd.online_sgd`, batch 1, step ``--dt``
-  (``T / dt`` steps of cost ``O(m d)``; the first layer on the sphere).
+- ``online SGD``: :func:`sgdlab.two_layer.sgd.online_sgd`, batch 1, step ``--eta``
+  (``T / eta`` steps of cost ``O(m d)``; the first layer on the sphere).
 
 Printed per row as it arrives: compile time (first call minus warm call) and the warm wall time
 (a second call with other random numbers, same shapes), the adaptive step count of the ODE
@@ -37,12 +37,12 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[1000, 4000, 16000])
     parser.add_argument("--eps", type=float, default=0.02)
     parser.add_argument("--T", type=float, default=0.6, help="final time")
-    parser.add_argument("--dt", type=float, default=1e-4, help="online-SGD step")
+    parser.add_argument("--eta", type=float, default=1e-4, help="online-SGD step")
     parser.add_argument("--saves", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="m = 64, T = 0.3, dt = 2e-4")
+    parser.add_argument("--quick", action="store_true", help="m = 64, T = 0.3, eta = 2e-4")
     args = parser.parse_args()
     if args.quick:
-        args.m, args.T, args.dt = 64, 0.3, 2e-4
+        args.m, args.T, args.eta = 64, 0.3, 2e-4
 
     import jax
     import jax.numpy as jnp
@@ -56,11 +56,11 @@ def main() -> None:
     problem = SingleIndex(phi=(0, 1, 1, 1), sigma=(0, 1, 1, 1))
     m, eps = args.m, args.eps
     ts = jnp.asarray(np.linspace(args.T / args.saves, args.T, args.saves))
-    n_steps = int(round(args.T / args.dt))
-    steps = jnp.asarray(np.round(np.asarray(ts) / args.dt).astype(np.int64))
+    n_steps = int(round(args.T / args.eta))
+    steps = jnp.asarray(np.round(np.asarray(ts) / args.eta).astype(np.int64))
     a0 = jnp.asarray(tl.initial_second_layer(m, 1.0))
 
-    print(f"two-layer simulators, P123, m = {m}, eps = {eps}, T = {args.T}, {args.saves} saves, SGD dt = {args.dt:g} "
+    print(f"two-layer simulators, P123, m = {m}, eps = {eps}, T = {args.T}, {args.saves} saves, SGD eta = {args.eta:g} "
           f"({n_steps} steps); sgdlab {sgdlab.__version__}, jax {jax.__version__} ({jax.default_backend()}, {os.cpu_count()} CPUs)")
     print(f"{'method':<22}{'d':>7}{'compile [s]':>13}{'run [s]':>10}{'steps':>8}{'final risk':>12}", flush=True)
     times: dict[tuple[str, int], float] = {}
@@ -86,7 +86,7 @@ def main() -> None:
             # warm call is a fresh computation with the same shapes
             timed(f"reduced ({solver})", d, lambda seed, solver=solver: tl.solve_reduced(problem, a0 * (1 + 1e-3 * seed), jnp.zeros(m), eps, ts, solver=solver),
                   steps_of=lambda o: o[1])
-        timed("online SGD", d, lambda seed: online_sgd(problem, jax.random.key(seed), a0, d, eps, args.dt, steps))
+        timed("online SGD", d, lambda seed: online_sgd(problem, jax.random.key(seed), a0, d, eps, args.eta, steps))
 
     d0 = args.dims[0]
     names = ["flow (tsit5)", "reduced (tsit5)", "reduced (kvaerno5)", "online SGD"]

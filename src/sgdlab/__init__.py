@@ -1,13 +1,21 @@
 """sgdlab: the learning dynamics of SGD in high dimensions, simulated and predicted.
 
+One wing per model family, each with the same verb ``run(config) -> xarray.Dataset``:
+
+- :mod:`sgdlab.dmft` (Gaussian-mixture classification, DMFT, effective noise);
+- :mod:`sgdlab.sde` (stochastic modified flows, weak orders, mean field);
+- :mod:`sgdlab.manifold` (noisy GD on zero-loss manifolds and its slow limit);
+- :mod:`sgdlab.two_layer` (two-layer learning time scales).
+
 Quick use::
 
     import sgdlab
-    ds = sgdlab.run()                       # the built-in default experiment
+    ds = sgdlab.run()                       # the built-in default experiment (Gaussian mixture)
     ds = sgdlab.run({"algorithm": {"name": "gd"}, "simulation": {"d": 500}})
 
-sgdlab enables JAX's 64-bit mode on import (theory solvers run in float64); simulators choose
-their dtype explicitly (``simulation.dtype``).
+Importing sgdlab enables JAX's 64-bit mode (``jax_enable_x64``; theory solvers run in float64);
+simulators choose their dtype explicitly (``simulation.dtype``). Nothing else is changed: sgdlab
+never selects a matplotlib backend.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +29,8 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from sgdlab.dmft.config import Config, ConfigError, load_config  # noqa: E402
-from sgdlab.dmft.experiment import NonFiniteError, run  # noqa: E402
+from sgdlab.core.errors import ConfigError, NonFiniteError, SgdlabError  # noqa: E402
+from sgdlab.dmft.config import Config, load_config  # noqa: E402
+from sgdlab.dmft.experiment import run  # noqa: E402
 
-__all__ = ["Config", "ConfigError", "NonFiniteError", "load_config", "run", "__version__"]
+__all__ = ["Config", "ConfigError", "NonFiniteError", "SgdlabError", "load_config", "run", "__version__"]

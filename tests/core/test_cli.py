@@ -6,7 +6,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from sgdlab.core import store
-from sgdlab.cli import app, example_names
+from sgdlab.cli import STUDIES, app
+from sgdlab.core.command import example_names, example_path
 
 runner = CliRunner()
 
@@ -44,26 +45,26 @@ def test_bad_config_is_a_clear_error(tmp_path):
 def test_examples_and_help():
     result = runner.invoke(app, ["examples"])
     assert result.exit_code == 0
-    for name in example_names():
-        assert name in result.output
-    for cmd in ([], ["run"], ["theory"], ["sweep"], ["plot"], ["manifold"], ["sde"], ["noise"], ["examples"], ["info"]):
+    for command in STUDIES:
+        for name in example_names(command):
+            assert f"--example {name} " in result.output
+    for cmd in ([], ["run"], ["theory"], ["sweep"], ["plot"], ["manifold"], ["sde"], ["noise"], ["timescales"], ["examples"], ["info"]):
         result = runner.invoke(app, cmd + ["--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
 
 def test_every_example_is_a_valid_config():
     from sgdlab import load_config
-    from sgdlab.cli import example_path
 
-    for name in example_names():
-        load_config(example_path(name))
+    for name in example_names("run"):
+        load_config(example_path("run", name))
 
 
 def test_sub_command_examples_are_checked(tmp_path):
     result = runner.invoke(app, ["manifold", "--example", "nope", "-o", str(tmp_path)])
     assert result.exit_code != 0 and "available" in result.output
-    result = runner.invoke(app, ["manifold", "-o", str(tmp_path)])
-    assert result.exit_code != 0 and "CONFIG or --example" in result.output
+    result = runner.invoke(app, ["manifold", str(tmp_path / "x.toml"), "--example", "default", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "CONFIG or --example" in result.output
 
 
 def test_sweep_and_plot_commands(tmp_path):
@@ -72,8 +73,8 @@ def test_sweep_and_plot_commands(tmp_path):
         '[algorithm]\nhorizon = 1.0\n[simulation]\nd = 60\nseeds = 2\n'
         '[sweep]\n"algorithm.batch_fraction" = [0.5, 1.0]\n'
     )
-    store_path = tmp_path / "sw.zarr"
-    result = runner.invoke(app, ["sweep", str(cfg), "-o", str(store_path), "--workers", "1"])
+    store_path = tmp_path / "sw.zarr"  # -o is the output folder; the store is named by the config
+    result = runner.invoke(app, ["sweep", str(cfg), "-o", str(tmp_path), "--workers", "1"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["sweep", "--status", str(store_path)])
     assert result.exit_code == 0 and "2" in result.output
@@ -82,3 +83,46 @@ def test_sweep_and_plot_commands(tmp_path):
     assert (tmp_path / "sw.png").read_bytes()[:4] == b"\x89PNG"
     result = runner.invoke(app, ["plot", str(store_path), "--var", "nope"])
     assert result.exit_code == 2 and "not in the store" in result.output
+
+
+def test_every_example_of_every_command_is_valid_and_names_are_unique():
+    """Each command's examples validate as that command's config, and no two examples (of any
+    commands) share an output name, so that they never overwrite each other's files."""
+    from sgdlab.cli import _study
+    from sgdlab.core.config import read_toml
+
+    seen: dict[str, str] = {}
+    for command in STUDIES:
+        names = example_names(command)
+        assert "default" in names, f"sgdlab {command} has no default example"
+        for name in names:
+            cfg = _study(command).load(read_toml(example_path(command, name)))
+            where = f"{command}/{name}"
+            assert cfg.name not in seen, f"examples {seen.get(cfg.name)} and {where} both write {cfg.name}.zarr"
+            seen[cfg.name] = where
+
+
+def test_common_flags_on_every_command():
+    for command in [*STUDIES, "theory", "sweep"]:
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        for flag in ("--example", "--set", "--out", "--quiet", "--no-plot", "--scheduler", "--workers"):
+            assert flag in result.output, f"sgdlab {command} lacks {flag}"
+    assert runner.invoke(app, ["--version"]).output.startswith("sgdlab ")
+
+
+def test_user_text_is_printed_as_text_not_markup(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('name = "[bold red]x"\n[algorithm]\nhorizon = 0.5\n[simulation]\nd = 50\nseeds = 1\n')
+    result = runner.invoke(app, ["run", str(cfg), "-o", str(tmp_path), "--no-plot", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "[bold red]x.zarr" in result.output
+    result = runner.invoke(app, ["run", str(cfg), "--set", "[sweep]=1"])
+    assert result.exit_code == 2 and "[sweep]" in result.output
+
+
+def test_output_names_stay_inside_the_output_folder(tmp_path):
+    for bad in ("../../x", "/abs/x", ".hidden"):
+        result = runner.invoke(app, ["run", "--example", "tiny", "-o", str(tmp_path), "--set", f"name='{bad}'"])
+        assert result.exit_code == 2 and "name=" in result.output and "plain file name" in result.output
+    assert not any(tmp_path.iterdir())

@@ -12,7 +12,14 @@ import pytest
 
 import sgdlab
 from sgdlab.dmft.config import ConfigError
-from sgdlab.core.sweep import DONE, FAILED, load_sweep, plan_sweep, read_markers, run_sweep, sweep_status
+from sgdlab.core.sweep import DONE, FAILED, load_sweep, plan_sweep, read_markers, sweep_status
+from sgdlab.core.sweep import run_sweep as _run_sweep
+from sgdlab.dmft.command import STUDY
+
+
+def run_sweep(config, store, **kwargs):
+    """The engine on the Gaussian-mixture study (the tests predate the study argument)."""
+    return _run_sweep(STUDY, config, store, **kwargs)
 
 BASE = {"name": "t", "simulation": {"d": 120, "seeds": 2}, "algorithm": {"horizon": 2.0, "save_every": 2}}
 
@@ -83,9 +90,9 @@ points_per_task = 1
 def test_sigkill_midway_then_resume_loses_and_duplicates_nothing(tmp_path):
     cfg_path = tmp_path / "killme.toml"
     cfg_path.write_text(SLOW_SWEEP)
-    store = tmp_path / "k.zarr"
+    store = tmp_path / "killme.zarr"  # -o is the output folder; the store is named by the config
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sgdlab.cli", "sweep", str(cfg_path), "-o", str(store), "--workers", "1"],
+        [sys.executable, "-m", "sgdlab.cli", "sweep", str(cfg_path), "-o", str(tmp_path), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.time() + 240
@@ -113,7 +120,7 @@ def test_sigkill_midway_then_resume_loses_and_duplicates_nothing(tmp_path):
     ds = load_sweep(store)
     assert np.all(ds.status.values == DONE)
     dim = "algorithm.batch_fraction"
-    plan = plan_sweep(sgdlab.load_config(cfg_path))
+    plan = plan_sweep(STUDY, sgdlab.load_config(cfg_path))
     for i in before:  # finished data intact
         np.testing.assert_array_equal(ds.m.isel({dim: i}).values, snapshot.m.isel({dim: i}).values)
     # and every point equals the experiment alone

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 import sgdlab  # noqa: F401  (float64)
+from sgdlab.core.errors import ConfigError, NonFiniteError
 from sgdlab.dmft import noise as en
+from sgdlab.dmft import noise_sim as ns
+from sgdlab.dmft import simulation as sim
 from sgdlab.dmft.config import load_config
 from sgdlab.dmft.experiment import dmft_inputs, simulate, simulation_inputs
 from sgdlab.dmft.solver import solve_dmft
@@ -97,8 +100,8 @@ def _pair_cfg(name="persistent_sgd", tau=0.5, b=0.3, d=300, horizon=3.0, seeds=4
 
 def _replicas(cfg, n_replicas=2):
     spec, params = simulation_inputs(cfg)
-    keys = en.seed_keys(cfg.simulation.seed_list)
-    return jax.vmap(lambda k: en.replica_run(spec, params, k, n_replicas, cfg.algorithm.n_saves))(keys)
+    keys = ns.seed_keys(cfg.simulation.seed_list)
+    return jax.vmap(lambda k: ns.replica_run(spec, params, k, n_replicas, cfg.algorithm.n_saves))(keys)
 
 
 def test_replica_zero_is_the_plain_simulation():
@@ -136,8 +139,8 @@ def test_tangent_step_is_the_jvp_of_the_trajectory(name, loss):
     raw["algorithm"].update({"persistent_sgd": {"batch_fraction": 0.4, "persistence_time": 0.3}, "langevin": {"temperature": 0.1}}[name])
     cfg = load_config(raw)
     spec, params = simulation_inputs(cfg)
-    key = en.seed_keys([3])[0]
-    data, st, mks, nks = en._replica_init(spec, params, key, 1)
+    key = ns.seed_keys([3])[0]
+    data, st, mks, nks = ns.replica_init(spec, params, key, 1)
     st = jax.tree_util.tree_map(lambda a: a[0], st)
     sqd = np.sqrt(spec.d)
     probes = jax.random.normal(jax.random.key(1), (3, spec.d), st.w.dtype)
@@ -145,16 +148,20 @@ def test_tangent_step_is_the_jvp_of_the_trajectory(name, loss):
     def run(w0):
         s_ = st._replace(w=w0, h=data.train.x @ w0 / sqd)
         for _ in range(12):
-            s_ = en._step(spec, params, data, mks[0], nks[0], s_)
+            s_ = sim.step_streams(spec, params, data, mks[0], nks[0], s_)
         return s_.w
 
     expect = jax.vmap(lambda t: jax.jvp(run, (st.w,), (t,))[1])(probes)
-    s_, tg = st, en.Tangent(probes, probes @ data.train.x.T / sqd)
+    s_, tg = st, sim.Tangent(probes, probes @ data.train.x.T / sqd)
     for _ in range(12):
-        s_, tg = en._step(spec, params, data, mks[0], nks[0], s_, tg)
+        s_, tg = sim.step_streams(spec, params, data, mks[0], nks[0], s_, tg)
     np.testing.assert_allclose(np.asarray(tg.w), np.asarray(expect), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.asarray(s_.w), np.asarray(run(st.w)), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(tg.h), np.asarray(tg.w) @ np.asarray(data.train.x).T / sqd, rtol=1e-9, atol=1e-12)
+    # the seed's plain step is the one step with the seed's own streams (replica 0), bit for bit
+    one = sim.step(spec, params, data, key, st)
+    for a, b in zip(one, sim.step_streams(spec, params, data, mks[0], nks[0], st)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_margins():
@@ -162,11 +169,11 @@ def test_margins():
     spec, params = simulation_inputs(cfg)
     from sgdlab.dmft.simulation import init
 
-    data, _ = init(spec, params, en.seed_keys([0])[0])
+    data, _ = init(spec, params, ns.seed_keys([0])[0])
     x, y = np.asarray(data.train.x), np.asarray(data.train.y)
     w = np.random.default_rng(0).normal(size=spec.d) * 3.0
     h = x @ w / np.sqrt(spec.d)
-    kappa = np.asarray(en.margins(y, h, w @ w / spec.d))
+    kappa = np.asarray(ns.margins(y, h, w @ w / spec.d))
     np.testing.assert_allclose(kappa, y * (x @ w) / np.linalg.norm(w), rtol=1e-10)  # scale-free
     k = np.asarray(_replicas(cfg).margins[0])
     assert k.shape == (spec.n,) and np.isfinite(k).all()
@@ -182,7 +189,7 @@ def test_weak_noise_heuristic_limits():
 def test_simulation_langevin_temperature():
     cfg = load_config({**LANGEVIN, "simulation": {"d": 2000, "seeds": 6, "dtype": "float64"}})
     spec, params = simulation_inputs(cfg)
-    runs = jax.vmap(lambda k: en.response_run(spec, params, k, 200, 30, 4))(en.seed_keys(range(6)))
+    runs = jax.vmap(lambda k: ns.response_run(spec, params, k, 200, 30, 4))(ns.seed_keys(range(6)))
     f = fit_fdt(en.response_curve(runs), 3)
     lo, hi = _ou_bracket()
     assert lo - 3 * f.T_eff_err < f.T_eff < hi + 3 * f.T_eff_err
@@ -248,7 +255,7 @@ def test_replica_dmft_matches_simulation(name, tau):
 
 
 # ---------------------------------------------------------------------------------------------
-# [noise] config, the (alpha, b, tau) scan and its store
+# The [noise] table, the study's run(), the scan as a [sweep] of the study
 # ---------------------------------------------------------------------------------------------
 
 
@@ -260,18 +267,21 @@ def _noise_examples():
 
 
 def test_noise_examples_are_valid():
-    from sgdlab.dmft.config import read_toml
+    from sgdlab.core.sweep import plan_sweep
+    from sgdlab.dmft.command import NOISE
 
     names = [p.stem for p in _noise_examples()]
-    assert {"langevin", "persistent_sgd", "scan"} <= set(names)
+    assert {"default", "langevin", "scan"} <= set(names)
     for path in _noise_examples():
-        raw, nopt = en.split_noise_config(read_toml(path))
-        if nopt.scan is None:
-            en.fdt_windows(load_config(raw), nopt)  # the windows fit in the horizon
+        cfg = en.load_noise_config(path)  # the windows fit in the horizon (config validation)
+        assert cfg.name == f"noise_{path.stem}" and cfg.description
+        if cfg.sweep is None:
+            en.fdt_windows(cfg)
         else:
-            for b in nopt.scan.batch_fraction:
-                for tau in nopt.scan.persistence_time:
-                    en.fdt_windows(load_config(en.scan_point_config(raw, None, b, tau)), nopt)
+            points = plan_sweep(NOISE, cfg).points
+            assert len(points) == 4 and all(p.error is None for p in points)
+            for p in points:
+                en.fdt_windows(p.config)
 
 
 @pytest.mark.parametrize(
@@ -286,36 +296,76 @@ def test_noise_examples_are_valid():
         ({"dmft_seeds": -1}, "noise.dmft_seeds"),
         ({"tail": 0.0}, "noise.tail"),
         ({"tail": 1.5}, "noise.tail"),
-        ({"scan": {"batch_fraction": [0.5], "persistence_time": [-1.0]}}, "noise.scan.persistence_time"),
-        ({"scan": {"batch_fraction": [0.5], "persistence_time": [1.0], "alpha": [0.0]}}, "noise.scan.alpha"),
-        ({"scan": {"batch_fraction": [], "persistence_time": [1.0]}}, "noise.scan.batch_fraction"),
-        ({"scan": {"batch_fraction": [0.5], "persistence_time": [1.0], "scheduler": 5}}, "noise.scan.scheduler"),
-        ({"scan": {"batch_fraction": [0.5], "persistence_time": [1.0], "grid": 2}}, "noise.scan.grid"),
     ],
 )
 def test_every_noise_key_rejects_bad_values(table, key):
-    from sgdlab.dmft.config import ConfigError
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        en.load_noise_config({"noise": table})
+
+
+_B, _T = "algorithm.batch_fraction", "algorithm.persistence_time"
+
+
+@pytest.mark.parametrize(
+    "sweep,key",
+    [  # the scan keys of the former [noise.scan] table, now [sweep] axes of the study
+        ({_B: [0.5], _T: [-1.0]}, "algorithm.persistence_time"),
+        ({_B: [0.5], _T: [1.0], "problem.alpha": [0.0]}, "problem.alpha"),
+        ({_B: [], _T: [1.0]}, "algorithm.batch_fraction"),
+        ({_B: [0.5], _T: [1.0], "scheduler": 5}, "sweep.scheduler"),
+        ({_B: [0.5], _T: [1.0], "bogus": 2}, "sweep.bogus"),
+    ],
+)
+def test_every_scan_value_is_refused_naming_its_key(tmp_path, sweep, key):
+    from sgdlab.core.sweep import run_sweep
+    from sgdlab.dmft.command import NOISE
 
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        en.split_noise_config({"noise": table})
+        run_sweep(NOISE, {**_tiny_base(), "sweep": sweep}, tmp_path / "s.zarr", workers=0)
+    assert not (tmp_path / "s.zarr").exists()  # refused before any computation
 
 
-def test_noise_config_errors_name_the_key():
-    from sgdlab.dmft.config import ConfigError
+def test_noise_config_errors_name_the_key(tmp_path):
+    from sgdlab.core.sweep import run_sweep
+    from sgdlab.dmft.command import NOISE
 
     with pytest.raises(ConfigError, match=r"noise\.max_lag"):
-        en.split_noise_config({"noise": {"max_lag": -1.0}})
-    with pytest.raises(ConfigError, match=r"noise\.scan\.batch_fraction"):
-        en.split_noise_config({"noise": {"scan": {"batch_fraction": [0.0], "persistence_time": [1.0]}}})
+        en.load_noise_config({"noise": {"max_lag": -1.0}})
+    with pytest.raises(ConfigError, match=r"algorithm\.batch_fraction"):
+        run_sweep(NOISE, {**_tiny_base(), "sweep": {_B: [0.0], _T: [1.0]}}, tmp_path / "s.zarr", workers=0)
     with pytest.raises(ConfigError, match=r"noise\.bogus"):
-        en.split_noise_config({"noise": {"bogus": 1}})
-    cfg = _pair_cfg(horizon=1.0)  # 20 steps
+        en.load_noise_config({"noise": {"bogus": 1}})
+    raw = _pair_cfg(horizon=1.0).model_dump(exclude={"sweep"})  # 20 steps
     with pytest.raises(ConfigError, match=r"noise\.n_windows"):
-        en.fdt_windows(cfg, en.NoiseConfig(max_lag=0.5, n_windows=4))
+        en.load_noise_config({**raw, "noise": {"max_lag": 0.5, "n_windows": 4}})
     with pytest.raises(ConfigError, match=r"noise\.equilibration"):
-        en.fdt_windows(cfg, en.NoiseConfig(max_lag=0.2, n_windows=2, equilibration=0.9))
-    k0, L, span = en.fdt_windows(cfg, en.NoiseConfig(max_lag=0.2, n_windows=2))
+        en.load_noise_config({**raw, "noise": {"max_lag": 0.2, "n_windows": 2, "equilibration": 0.9}})
+    cfg = en.load_noise_config({**raw, "noise": {"max_lag": 0.2, "n_windows": 2}})
+    k0, L, span = en.fdt_windows(cfg)
     assert (k0, L, span) == (20 - 2 * 5, 4, 5)
+    assert en.fdt_windows(_pair_cfg(horizon=1.0), en.NoiseConfig(max_lag=0.2, n_windows=2)) == (k0, L, span)
+
+
+def test_bad_combinations_are_refused_before_computing():
+    # short_lags beyond the lag window (4 steps of eta = 0.05 in max_lag = 0.2)
+    raw = _pair_cfg(horizon=1.0).model_dump(exclude={"sweep"})
+    with pytest.raises(ConfigError, match=r"noise\.short_lags=5 exceeds the lag window .* short_lags in \[1, 4\]"):
+        en.load_noise_config({**raw, "noise": {"max_lag": 0.2, "n_windows": 2, "short_lags": 5}})
+    en.load_noise_config({**raw, "noise": {"max_lag": 0.2, "n_windows": 2, "short_lags": 4}})
+    with pytest.raises(ConfigError, match=r"theory\.samples=30 must be >= 2 \(n_steps \+ 1\) = 42"):
+        en.load_noise_config({**raw, "theory": {"samples": 30}, "noise": {"max_lag": 0.2, "n_windows": 2}})
+    en.load_noise_config({**raw, "theory": {"samples": 30}, "noise": {"max_lag": 0.2, "n_windows": 2, "dmft_seeds": 0}})
+    with pytest.raises(ConfigError, match=r"theory\.methods"):
+        en.load_noise_config({**raw, "theory": {"methods": ["dmft"]}, "noise": {"max_lag": 0.2, "n_windows": 2}})
+    with pytest.raises(ConfigError, match=r"simulation\.enabled"):
+        en.load_noise_config({**raw, "simulation": {"enabled": False}, "noise": {"max_lag": 0.2, "n_windows": 2}})
+    with pytest.raises(ConfigError, match=r"noise\.dmft_seeds cannot be a sweep axis"):
+        en.load_noise_config({**raw, "noise": {"max_lag": 0.2, "n_windows": 2}, "sweep": {"noise.dmft_seeds": [0, 2]}})
+
+
+def test_default_config_is_the_default_example():
+    cfg = en.load_noise_config()
+    assert cfg.name == "noise_default" and cfg.algorithm.name == "persistent_sgd" and cfg.noise.dmft_seeds == 4
 
 
 def test_statistical_stationarity_flag():
@@ -335,62 +385,123 @@ def test_statistical_stationarity_flag():
     assert g.drift > 3 * g.drift_err and not g.stationary
 
 
-def _tiny_scan_inputs():
-    base = {
+def _tiny_base():
+    return {
+        "name": "tiny",
         "problem": {"alpha": 2.0, "delta": 0.5, "loss": "logistic", "ridge": 0.5},
-        "algorithm": {"name": "persistent_sgd", "eta": 0.05, "horizon": 1.5, "save_every": 3},
+        "algorithm": {"name": "persistent_sgd", "eta": 0.05, "horizon": 1.5, "save_every": 3,
+                      "batch_fraction": 0.3, "persistence_time": 0.5},
         "simulation": {"d": 80, "seeds": 2, "dtype": "float64"},
         "theory": {"samples": 400, "iterations": 2},
+        "noise": {"max_lag": 0.25, "n_windows": 2, "n_probes": 2, "dmft_seeds": 2},
     }
-    nopt = en.NoiseConfig(max_lag=0.25, n_windows=2, n_probes=2, dmft_seeds=2,
-                          scan={"batch_fraction": [0.3, 0.6], "persistence_time": [0.5]})
-    return base, nopt
 
 
-def test_noise_scan_resumes_and_keeps_finished_points(tmp_path, monkeypatch):
-    from sgdlab.dmft.config import ConfigError
-    from sgdlab.core.store import load
+@pytest.fixture(scope="module")
+def tiny_run():
+    """run() of the tiny base config (b = 0.3, tau = 0.5), shared by the tests below."""
+    return en.run(_tiny_base())
 
-    base, nopt = _tiny_scan_inputs()
+
+def test_run_dataset(tiny_run):
+    ds = tiny_run
+    assert ds.attrs["study"] == "noise" and ds.attrs["status"] == "complete"
+    assert ds.attrs["config_hash"] == en.load_noise_config(_tiny_base()).config_hash()
+    assert list(ds.method.values) == ["sim", "dmft"] and ds.D.shape == (2, 11) and ds.D_dmft.shape == (2, 11)
+    assert ds.dC.shape == (2, 6) and np.isfinite(ds.dC.values).all() and np.isfinite(ds.chi.values).all()
+    for var in en.SUMMARY_VARIABLES:
+        assert ds[var].dims == ("method",)
+    for var in ("D_inf", "D_inf_err", "T_eff", "T_eff_err", "T_short", "drift", "stationary"):
+        assert np.isfinite(ds[var].values).all(), var
+    for var in ("kappa_max", "kappa_max_err", "T_heuristic"):  # simulation only
+        assert np.isfinite(ds[var].sel({"method": "sim"})) and np.isnan(ds[var].sel({"method": "dmft"})), var
+    assert set(np.unique(ds.stationary.values)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(ds.margin_quantile.values[:, 0], ds.kappa_max_seed.values)
+    assert float(ds.kappa_max.sel({"method": "sim"})) == pytest.approx(ds.kappa_max_seed.values.mean(), rel=1e-14)
+    assert np.all(np.diff(ds.margin_quantile.values, axis=1) >= 0)
+    # D_inf = the replica distance averaged over the tail (a quarter of the 10 saves, rounded)
+    n_tail = max(1, int(round(0.25 * 10)))
+    np.testing.assert_allclose(float(ds.D_inf.sel({"method": "sim"})), ds.D.values[:, -n_tail:].mean(), rtol=1e-12)
+
+
+def test_figures_and_table_from_the_store(tiny_run, tmp_path):
+    from rich.console import Console
+
+    from sgdlab.core.store import load, save
+    from sgdlab.dmft.noise_plot import figures, table
+
+    back = load(save(tiny_run, tmp_path / "n.zarr"))
+    figs = figures(back)
+    assert set(figs) == {"fdt", "distance", "margins"}
+    for fig in figs.values():
+        ax = fig.axes[0]
+        assert "$" in ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+    console = Console(record=True, width=140)
+    console.print(table(back))
+    text = console.export_text()
+    assert "T_eff (global)" in text and "kappa_max" in text and "dmft" in text
+
+
+def test_non_finite_values_stop_with_quantity_time_and_seed():
+    raw = {"algorithm": {"name": "sgd", "eta": 3.0, "batch_fraction": 0.5, "horizon": 600.0},
+           "simulation": {"d": 40, "seeds": 2}, "noise": {"max_lag": 3.0, "n_windows": 2, "short_lags": 1, "dmft_seeds": 0}}
+    with pytest.raises(NonFiniteError, match=r"^(q|D) \(replica .*\) became .* at t=[0-9.]+ for seed [01];"):
+        en.run(raw)
+
+
+class Killed(BaseException):
+    """A kill of the process (not an error the engine records)."""
+
+
+def test_noise_scan_resumes_and_keeps_finished_points(tmp_path, monkeypatch, tiny_run):
+    from sgdlab.core.plot import plot_sweep
+    from sgdlab.core.sweep import DONE, PENDING, load_sweep, run_sweep
+    from sgdlab.dmft.command import NOISE
+
+    cfg = {**_tiny_base(), "sweep": {_B: [0.3, 0.6], _T: [0.5]}}
     store = tmp_path / "scan.zarr"
-    real = en.scan_point
+    real = en.measure_noise
     calls = []
 
-    def dying(raw, njs):  # the second point dies: the first must already be in the store
-        calls.append(raw["algorithm"]["batch_fraction"])
+    def dying(c, progress=None):  # the second point is killed: the first must already be in the store
+        calls.append(c.algorithm.batch_fraction)
         if len(calls) == 2:
-            raise RuntimeError("killed")
-        return real(raw, njs)
+            raise Killed()
+        return real(c, progress)
 
-    monkeypatch.setattr(en, "scan_point", dying)
-    with pytest.raises(RuntimeError):
-        en.noise_scan(base, nopt, store=store)
-    partial = load(store)
-    assert partial.done.values.tolist() == [[[True], [False]]]
-    assert np.isfinite(partial.D_inf.values[:, 0, 0, 0]).all() and np.isnan(partial.D_inf.values[:, 0, 1, 0]).all()
-    monkeypatch.setattr(en, "scan_point", real)
-    ds = en.noise_scan(base, nopt, store=store)
-    assert ds.done.values.all()
-    np.testing.assert_array_equal(ds.D_inf.values[:, 0, 0, 0], partial.D_inf.values[:, 0, 0, 0])  # not recomputed
+    monkeypatch.setattr(en, "measure_noise", dying)
+    with pytest.raises(Killed):
+        run_sweep(NOISE, cfg, store, workers=0)
+    partial = load_sweep(store)
+    assert partial.status.values.tolist() == [[DONE], [PENDING]]
+    assert np.isfinite(partial.D_inf.values[0, 0]).all() and np.isnan(partial.D_inf.values[1, 0]).all()
+    calls.clear()
+    summary = run_sweep(NOISE, cfg, store, workers=0)
+    assert calls == [0.6] and (summary.done, summary.skipped, summary.failed) == (2, 1, 0)
+    ds = load_sweep(store)
+    assert np.all(ds.status.values == DONE)
+    np.testing.assert_array_equal(ds.D_inf.values[0, 0], partial.D_inf.values[0, 0])  # not recomputed
+    # the sweep's point equals the single run of the same config, every variable
+    point = ds.sel({_B: 0.3, _T: 0.5})
+    for name, var in tiny_run.data_vars.items():
+        np.testing.assert_array_equal(point[name].values, var.values, err_msg=name)
     # D_inf from the scan = the replica run of that point, averaged over the tail
-    cfg = load_config(en.scan_point_config(base, None, 0.6, 0.5))
-    n_tail = max(1, int(round(0.25 * cfg.algorithm.n_saves)))
-    Ds = np.asarray(_replicas(cfg).D)[:, -n_tail:].mean(axis=1)
-    assert ds.D_inf.values[0, 0, 1, 0] == pytest.approx(Ds.mean(), rel=1e-12)
-    assert np.all(ds.kappa_max.values[0] < 10) and np.isnan(ds.kappa_max.values[1]).all()
+    pcfg = load_config({k: v for k, v in _tiny_base().items() if k != "noise"} | {
+        "algorithm": {**_tiny_base()["algorithm"], "batch_fraction": 0.6}})
+    n_tail = max(1, int(round(0.25 * pcfg.algorithm.n_saves)))
+    Ds = np.asarray(_replicas(pcfg).D)[:, -n_tail:].mean(axis=1)
+    assert float(ds.D_inf.sel({_B: 0.6, _T: 0.5, "method": "sim"})) == pytest.approx(Ds.mean(), rel=1e-12)
+    assert np.all(ds.kappa_max.sel({"method": "sim"}).values < 10) and np.isnan(ds.kappa_max.sel({"method": "dmft"}).values).all()
     # a different scan in the same store is refused; a bad grid value names its key
-    other = nopt.model_copy(update={"tail": 0.5})
-    with pytest.raises(ConfigError, match="different scan"):
-        en.noise_scan(base, other, store=store)
-    bad = en.NoiseConfig(scan={"batch_fraction": [1.5], "persistence_time": [0.5]})
+    other = {**cfg, "noise": {**cfg["noise"], "tail": 0.5}}
+    with pytest.raises(ConfigError, match="different sweep"):
+        run_sweep(NOISE, other, store, workers=0)
+    bad = {**cfg, "sweep": {_B: [1.5], _T: [0.5]}}
     with pytest.raises(ConfigError, match="batch_fraction"):
-        en.noise_scan(base, bad)
+        run_sweep(NOISE, bad, tmp_path / "bad.zarr", workers=0)
     for var in ("D_inf", "T_eff", "kappa_max"):
-        fig = en.plot_noise_scan(ds, var)
+        fig = plot_sweep(ds, var)
         assert len(fig.axes) >= 2
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
 
 
 @pytest.mark.slow
@@ -407,7 +518,7 @@ def test_effective_temperature_dmft_matches_simulation(b, tau):
         "simulation": {"d": 2000, "seeds": 8, "dtype": "float64"},
         "theory": {"samples": 16000, "iterations": 3},
     }
-    res = en.measure_noise(load_config(raw), en.NoiseConfig(max_lag=1.5, n_windows=4, dmft_seeds=4))
+    res = en.measure_noise(en.load_noise_config({**raw, "noise": {"max_lag": 1.5, "n_windows": 4, "dmft_seeds": 4}}))
     sim, dmft = res.fdt["sim"], res.fdt["dmft"]
     assert sim.stationary and dmft.stationary
     z = abs(sim.T_eff - dmft.T_eff) / np.hypot(sim.T_eff_err, dmft.T_eff_err)
@@ -422,6 +533,7 @@ def test_noise_cli_single_and_scan(tmp_path):
 
     from sgdlab.cli import app
     from sgdlab.core.store import load
+    from sgdlab.core.sweep import DONE
 
     body = (
         '[problem]\nalpha = 2.0\nloss = "logistic"\nridge = 0.5\n'
@@ -435,21 +547,25 @@ def test_noise_cli_single_and_scan(tmp_path):
     res = runner.invoke(app, ["noise", str(one), "-o", str(tmp_path / "one")])
     assert res.exit_code == 0, res.output
     assert "T_eff (global)" in res.output and "kappa_max" in res.output
-    ds = load(tmp_path / "one" / "noise.zarr")
+    ds = load(tmp_path / "one" / "one.zarr")
     assert set(ds.method.values) == {"sim", "dmft"} and ds.D.shape == (2, 11) and ds.D_dmft.shape == (2, 11)
     for name in ("fdt", "distance", "margins"):
-        assert (tmp_path / "one" / f"noise_{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "one" / f"one_{name}.png").read_bytes()[:4] == b"\x89PNG"
     scan = tmp_path / "scan.toml"
-    scan.write_text(body.replace("dmft_seeds = 2\n", "dmft_seeds = 0\n") + "[noise.scan]\nbatch_fraction = [0.3, 0.6]\npersistence_time = [0.5]\n")
-    res = runner.invoke(app, ["noise", str(scan), "-o", str(tmp_path / "scan")])
+    scan.write_text(body.replace("dmft_seeds = 2\n", "dmft_seeds = 0\n")
+                    + '[sweep]\n"algorithm.batch_fraction" = [0.3, 0.6]\n"algorithm.persistence_time" = [0.5]\n')
+    res = runner.invoke(app, ["noise", str(scan), "-o", str(tmp_path / "scan"), "--workers", "0"])
     assert res.exit_code == 0, res.output
-    sds = load(tmp_path / "scan" / "noise_scan.zarr")
-    assert sds.done.values.all() and np.all(sds.D_inf.values[0] > 0) and np.isnan(sds.D_inf.values[1]).all()
+    sds = load(tmp_path / "scan" / "scan.zarr")
+    assert np.all(sds.status.values == DONE)
+    assert np.all(sds.D_inf.sel({"method": "sim"}).values > 0) and np.isnan(sds.D_inf.sel({"method": "dmft"}).values).all()
     for var in ("D_inf", "T_eff", "kappa_max"):
-        assert (tmp_path / "scan" / f"noise_scan_{var}.png").exists()
+        assert (tmp_path / "scan" / f"scan_{var}.png").exists()
     bad = tmp_path / "bad.toml"
     bad.write_text(body.replace("max_lag = 0.25", "max_lag = -1"))
     res = runner.invoke(app, ["noise", str(bad), "-o", str(tmp_path / "bad")])
     assert res.exit_code != 0 and "noise.max_lag" in res.output
     res = runner.invoke(app, ["noise", str(one), "-o", str(tmp_path / "bad"), "--set", "noise.n_windows=0"])
     assert res.exit_code != 0 and "noise.n_windows" in res.output
+    res = runner.invoke(app, ["noise", str(one), "-o", str(tmp_path / "bad"), "--set", "noise.short_lags=9"])
+    assert res.exit_code != 0 and "noise.short_lags" in res.output

@@ -39,13 +39,13 @@ def sizes_of(model):
 def test_injection_mean_zero_and_covariance_sigma2_r(injection):
     sizes = ni.Sizes(5, 3, 4)
     keys = jax.random.split(jax.random.key(1), N_DRAWS)
-    eta = np.asarray(jax.vmap(lambda k: injection.sample(k, sizes, jnp.float64))(keys))
-    m = injection.eta_size(sizes)
-    assert eta.shape == (N_DRAWS, m)
+    zeta = np.asarray(jax.vmap(lambda k: injection.sample(k, sizes, jnp.float64))(keys))
+    m = injection.zeta_size(sizes)
+    assert zeta.shape == (N_DRAWS, m)
     cov_expected = injection.sigma**2 * injection.correlation(sizes)
     sd = np.sqrt(np.diag(cov_expected))
-    assert np.all(np.abs(eta.mean(0)) < 5 * sd / np.sqrt(N_DRAWS))
-    centred = eta - eta.mean(0)
+    assert np.all(np.abs(zeta.mean(0)) < 5 * sd / np.sqrt(N_DRAWS))
+    centred = zeta - zeta.mean(0)
     prod = centred[:, :, None] * centred[:, None, :]
     cov = prod.mean(0)
     se = prod.std(0) / np.sqrt(N_DRAWS)  # standard error of each covariance entry
@@ -55,8 +55,8 @@ def test_injection_mean_zero_and_covariance_sigma2_r(injection):
 def test_dropout_masks_are_inverted_bernoulli():
     sigma = 0.5
     q = ni.keep_probability(sigma)
-    eta = np.asarray(jax.vmap(lambda k: ni.dropout(sigma).sample(k, ni.Sizes(1, 6, 1), jnp.float64))(jax.random.split(jax.random.key(0), 2000)))
-    values = np.unique(np.round(1 + eta, 12))
+    zeta = np.asarray(jax.vmap(lambda k: ni.dropout(sigma).sample(k, ni.Sizes(1, 6, 1), jnp.float64))(jax.random.split(jax.random.key(0), 2000)))
+    values = np.unique(np.round(1 + zeta, 12))
     np.testing.assert_allclose(values, [0.0, 1 / q])
     mb = np.asarray(jax.vmap(lambda k: ni.minibatch(2, 5).sample(k, ni.Sizes(5, 0, 1), jnp.float64))(jax.random.split(jax.random.key(0), 200)))
     np.testing.assert_allclose((1 + mb).sum(1), 5.0)  # exactly b samples of weight n/b
@@ -74,53 +74,53 @@ def test_injected_loss_at_zero_noise_is_the_loss(name):
     noises.append(ni.chain(*noises))
     for inj in noises:
         lh = ni.model_loss_hat(model.apply, model.x, model.y, model.n_units, inj)
-        assert float(lh(w, jnp.zeros(inj.eta_size(sizes)))) == pytest.approx(float(model.loss(w)), rel=1e-14), inj.name
+        assert float(lh(w, jnp.zeros(inj.zeta_size(sizes)))) == pytest.approx(float(model.loss(w)), rel=1e-14), inj.name
 
 
 def test_steps_are_the_documented_updates():
-    """SGLD: w - alpha grad L + alpha eta; perturbed GD: w - alpha grad L(w + eta); DropConnect:
-    w - alpha (1 + eta) grad L(w (1 + eta)); label noise on the hyperbola: the residual shifts by eta."""
+    """SGLD: w - eta grad L + eta zeta; perturbed GD: w - eta grad L(w + zeta); DropConnect:
+    w - eta (1 + zeta) grad L(w (1 + zeta)); label noise on the hyperbola: the residual shifts by zeta."""
     model = mm.hyperbola()
-    sizes, alpha, key = sizes_of(model), 0.1, jax.random.key(3)
+    sizes, eta, key = sizes_of(model), 0.1, jax.random.key(3)
     w = jnp.asarray([1.3, 0.4])
     grad = jax.grad(model.loss)
     for inj, expected in (
-        (ni.langevin_tilt(0.5), lambda eta: w - alpha * grad(w) + alpha * eta),
-        (ni.weight_perturbation(0.5), lambda eta: w - alpha * grad(w + eta)),
-        (ni.dropconnect(0.5, "gaussian"), lambda eta: w - alpha * (1 + eta) * grad(w * (1 + eta))),
-        (ni.label_noise(0.5), lambda eta: w - alpha * (w[0] * w[1] - 1 - eta[0]) * jnp.asarray([w[1], w[0]])),
+        (ni.langevin_tilt(0.5), lambda zeta: w - eta * grad(w) + eta * zeta),
+        (ni.weight_perturbation(0.5), lambda zeta: w - eta * grad(w + zeta)),
+        (ni.dropconnect(0.5, "gaussian"), lambda zeta: w - eta * (1 + zeta) * grad(w * (1 + zeta))),
+        (ni.label_noise(0.5), lambda zeta: w - eta * (w[0] * w[1] - 1 - zeta[0]) * jnp.asarray([w[1], w[0]])),
     ):
-        alg = ni.noise_injected_gd(model.apply, model.x, model.y, sizes, inj, alpha)
+        alg = ni.noise_injected_gd(model.apply, model.x, model.y, sizes, inj, eta)
         new = alg.step(alg.init(w), key).w
-        eta = inj.sample(key, sizes, jnp.float64)
-        np.testing.assert_allclose(new, expected(eta), rtol=1e-14, atol=1e-15, err_msg=inj.name)
-    # Dropout on the two-unit network: unit j's product p_j is scaled by 1 + eta_j
+        zeta = inj.sample(key, sizes, jnp.float64)
+        np.testing.assert_allclose(new, expected(zeta), rtol=1e-14, atol=1e-15, err_msg=inj.name)
+    # Dropout on the two-unit network: unit j's product p_j is scaled by 1 + zeta_j
     two = mm.two_unit_network()
     inj = ni.dropout(0.5)
-    eta = inj.sample(key, sizes_of(two), jnp.float64)
+    zeta = inj.sample(key, sizes_of(two), jnp.float64)
     u = jnp.asarray([0.9, 1.1, 0.4, 0.3])
-    alg = ni.noise_injected_gd(two.apply, two.x, two.y, sizes_of(two), inj, alpha)
-    r = (1 + eta[0]) * u[0] * u[1] + (1 + eta[1]) * u[2] * u[3] - 1
-    g = r * jnp.asarray([(1 + eta[0]) * u[1], (1 + eta[0]) * u[0], (1 + eta[1]) * u[3], (1 + eta[1]) * u[2]])
-    np.testing.assert_allclose(alg.step(alg.init(u), key).w, u - alpha * g, rtol=1e-14)
+    alg = ni.noise_injected_gd(two.apply, two.x, two.y, sizes_of(two), inj, eta)
+    r = (1 + zeta[0]) * u[0] * u[1] + (1 + zeta[1]) * u[2] * u[3] - 1
+    g = r * jnp.asarray([(1 + zeta[0]) * u[1], (1 + zeta[0]) * u[0], (1 + zeta[1]) * u[3], (1 + zeta[1]) * u[2]])
+    np.testing.assert_allclose(alg.step(alg.init(u), key).w, u - eta * g, rtol=1e-14)
 
 
 def test_chain_composes_pieces():
     model = mm.two_unit_network()
     sizes = sizes_of(model)
     chained = ni.chain(ni.label_noise(0.4), ni.dropout(0.2), ni.langevin_tilt(0.8))
-    assert chained.eta_size(sizes) == 1 + 2 + 4
+    assert chained.zeta_size(sizes) == 1 + 2 + 4
     corr = chained.correlation(sizes)
     np.testing.assert_allclose(np.diag(corr), [1, 0.25, 0.25, 4, 4, 4, 4])
-    eta = jnp.arange(1.0, 8.0) / 10
-    pert = chained.perturb(ni.no_perturbation(sizes), eta, sizes)
+    zeta = jnp.arange(1.0, 8.0) / 10
+    pert = chained.perturb(ni.no_perturbation(sizes), zeta, sizes)
     np.testing.assert_allclose(pert.label_shift, [0.1])
     np.testing.assert_allclose(pert.unit_scale, [1.2, 1.3])
     np.testing.assert_allclose(pert.tilt, [0.4, 0.5, 0.6, 0.7])
     lh = ni.model_loss_hat(model.apply, model.x, model.y, model.n_units, chained)
     w = jnp.asarray([0.9, 1.1, 0.4, 0.3])
-    expected = 0.5 * (1.2 * 0.99 + 1.3 * 0.12 - 1 - 0.1) ** 2 - float(eta[3:] @ w)
-    assert float(lh(w, eta)) == pytest.approx(expected, rel=1e-13)
+    expected = 0.5 * (1.2 * 0.99 + 1.3 * 0.12 - 1 - 0.1) ** 2 - float(zeta[3:] @ w)
+    assert float(lh(w, zeta)) == pytest.approx(expected, rel=1e-13)
 
 
 def test_minibatch_gradient_is_unbiased():
@@ -137,11 +137,11 @@ def test_minibatch_gradient_is_unbiased():
 
 
 def test_anticorrelated_perturbed_gd_is_perturbed_gd_in_z():
-    """Anti-PGD w_{k+1} = w_k - alpha grad L(w_k) + xi_{k+1} - xi_k; z = w - xi follows
-    z_{k+1} = z_k - alpha grad L(z_k + xi_k) exactly."""
+    """Anti-PGD w_{k+1} = w_k - eta grad L(w_k) + xi_{k+1} - xi_k; z = w - xi follows
+    z_{k+1} = z_k - eta grad L(z_k + xi_k) exactly."""
     model = mm.two_unit_network()
-    alpha, sigma, steps = 0.05, 0.1, 200
-    anti = ni.anticorrelated_perturbed_gd(model.loss, sigma, alpha)
+    eta, sigma, steps = 0.05, 0.1, 200
+    anti = ni.anticorrelated_perturbed_gd(model.loss, sigma, eta)
     keys = jax.random.split(jax.random.key(4), steps)
     state = anti.init(model.w0)
     z = np.asarray(model.w0)
@@ -150,7 +150,7 @@ def test_anticorrelated_perturbed_gd_is_perturbed_gd_in_z():
     for k in keys:
         xi = np.asarray(state.xi)
         state = step(state, k)
-        z = z - alpha * np.asarray(grad(jnp.asarray(z + xi)))
+        z = z - eta * np.asarray(grad(jnp.asarray(z + xi)))
         np.testing.assert_allclose(np.asarray(state.w - state.xi), z, rtol=1e-11, atol=1e-12)
     assert np.abs(np.asarray(state.xi)).max() > 0.01
 
@@ -161,17 +161,17 @@ def test_minibatch_sgd_leaves_c_fixed_to_machine_precision():
     model = mm.hyperbola(n=3)
     phi0 = mf.jitted_gradient_flow_limit(model.loss)(model.w0)
     c0 = float(phi0[0] ** 2 - phi0[1] ** 2)
-    alpha, steps, runs = 0.05, 4000, 8
+    eta, steps, runs = 0.05, 4000, 8
     sizes = sizes_of(model)
     out = {}
     for inj in (ni.minibatch(1, 3), ni.label_noise(1.0)):
-        alg = ni.noise_injected_gd(model.apply, model.x, model.y, sizes, inj, alpha)
+        alg = ni.noise_injected_gd(model.apply, model.x, model.y, sizes, inj, eta)
         run = ni.make_runner(alg, model.observe, steps // 4, 4)
         _, obs = run(phi0, ni.run_keys(0, runs))
         out[inj.name] = np.asarray(obs["C"])
     # round-off bound: a relative error of a few eps per step, accumulated linearly
     assert np.abs(out["minibatch_sgd"] - c0).max() < steps * 4 * np.finfo(float).eps * abs(c0)
-    # label noise, tau = alpha^2 sigma^2 k = 10 / 3 in units of its rate 1/n: C shrinks by e^{-10/9}
+    # label noise, tau = eta^2 sigma^2 k = 10 / 3 in units of its rate 1/n: C shrinks by e^{-10/9}
     assert np.abs(out["label_noise"][:, -1] - c0).mean() > 0.3 * abs(c0)
 
 

@@ -39,13 +39,13 @@ _LOSS_HATS = {}
 
 
 def loss_hat_of(model, injection):
-    """``(L_hat, eta_dim, correlation)``; the same function object for the same (model, noise), so
+    """``(L_hat, zeta_dim, correlation)``; the same function object for the same (model, noise), so
     the solver's compiled pieces are reused (the limit in rescaled time does not depend on sigma)."""
     key = (id(model), injection.name)
     if key not in _LOSS_HATS:
         sizes = ni.Sizes(model.n_samples, model.n_units, model.n_params)
         lh = ni.model_loss_hat(model.apply, model.x, model.y, model.n_units, injection)
-        _LOSS_HATS[key] = (model, (lh, injection.eta_size(sizes), injection.correlation(sizes)))
+        _LOSS_HATS[key] = (model, (lh, injection.zeta_size(sizes), injection.correlation(sizes)))
     return _LOSS_HATS[key][1]
 
 
@@ -107,7 +107,7 @@ def test_noise_coefficients_closed_forms(hyp, two):
     reg, _ = reg_and_d(two, ni.dropout(0.3), q)
     assert float(reg) == pytest.approx(0.5 * ((q[0] * q[1]) ** 2 + (q[2] * q[3]) ** 2))  # (1/2) sum_j p_j^2
     reg, d = reg_and_d(mm.hyperbola(n=3), ni.minibatch(1, 3), w)
-    assert float(reg) == 0.0  # linear in eta
+    assert float(reg) == 0.0  # linear in zeta
     assert np.abs(np.asarray(d)).max() < 1e-14  # per-sample gradients vanish on Gamma
 
 

@@ -60,7 +60,7 @@ def test_one_point_weak_orders_1d_quadratic():
         T=1.0,
         x0=[[1.0]],
     )
-    assert set(np.unique(ds.method.values)) == {"exact"} and set(ds.sgd_method.values) == {"exact"}
+    assert set(np.unique(ds.solver.values)) == {"exact"} and set(ds.sgd_solver.values) == {"exact"}
     for obs in ("mean", "second_moment"):
         assert_order(ds, "gf", obs, 1)
         assert_order(ds, "sme1", obs, 1)
@@ -83,7 +83,7 @@ def test_two_point_weak_orders_2d_least_squares():
         T=1.0,
         x0=[[2.0, 1.0], [-1.0, -2.0]],
     )
-    assert set(np.unique(ds.method.values)) == {"exact"}
+    assert set(np.unique(ds.solver.values)) == {"exact"}
     for obs in ("inner", "cross_cov"):
         assert_order(ds, "smf", obs, 2)
         assert_order(ds, "smf_independent", obs, 1)
@@ -151,9 +151,9 @@ def test_study_uses_monte_carlo_only_where_moments_do_not_close():
         least_squares_four_samples(), ["sme2", "smf"], [0.25, 0.125, 0.0625], ["mean", "cross_cov"], T=0.5,
         x0=[[2.0, 1.0], [-1.0, -2.0]], n_paths=200, chunk=200, scheme="euler",
     )
-    assert ds.method.sel(model="sme2", observable="mean") == "exact"
-    assert ds.method.sel(model="sme2", observable="cross_cov") == "monte_carlo"
-    assert np.all(ds.method.sel(model="smf").values == "exact")
+    assert ds.solver.sel(model="sme2", observable="mean") == "exact"
+    assert ds.solver.sel(model="sme2", observable="cross_cov") == "monte_carlo"
+    assert np.all(ds.solver.sel(model="smf").values == "exact")
     assert np.all(ds.value_se.sel(model="sme2", observable="cross_cov").values > 0)
     with pytest.raises(sde.NoClosedMomentsError):
         sde.weak_error_study(least_squares_four_samples(), ["sme2"], [0.25, 0.125, 0.0625], ["cross_cov"], T=0.5,

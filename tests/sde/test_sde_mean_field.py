@@ -14,6 +14,8 @@ import pytest
 
 from sgdlab.sde import mean_field as mf
 from sgdlab.sde.models import SMF, sde_for
+from sgdlab.sde.sgd import mean_field_sgd_enumeration
+from sgdlab.sde.weak_error import mean_field_monte_carlo, mean_field_study
 
 
 def linear_net():
@@ -55,8 +57,8 @@ def test_explicit_distribution_dependent_smf_equals_lifted_smf(activation):
 def test_sgd_enumeration_agrees_with_monte_carlo():
     net = linear_net()
     x0 = mf.init_particles(1, 4, net.unit_dim)
-    exact = mf.sgd_enumeration(net, x0, 0.125, 1.0)
-    mc = mf.mean_field_monte_carlo(net, x0, 0.125, 1.0, "sgd", 20_000, exact_sgd_limit=0)
+    exact = mean_field_sgd_enumeration(net, x0, 0.125, 1.0)
+    mc = mean_field_monte_carlo(net, x0, 0.125, 1.0, "sgd", 20_000, exact_sgd_limit=0)
     for name in mf.MEAN_FIELD_OBSERVABLES:
         m, se, var, var_se = mc[name]
         assert abs(m - exact[name][0]) < 4.5 * se
@@ -66,9 +68,9 @@ def test_sgd_enumeration_agrees_with_monte_carlo():
 def test_pde_is_deterministic_and_sgd_approaches_it():
     net = linear_net()
     x0 = mf.init_particles(1, 4, net.unit_dim)
-    pde = mf.mean_field_monte_carlo(net, x0, 0.125, 1.0, "pde", 10)["second_layer_overlap"]
+    pde = mean_field_monte_carlo(net, x0, 0.125, 1.0, "pde", 10)["second_layer_overlap"]
     assert pde[1] == 0 and pde[2] == 0
-    gaps = [abs(mf.sgd_enumeration(net, x0, eta, 1.0)["second_layer_overlap"][0] - pde[0]) for eta in (0.25, 0.125)]
+    gaps = [abs(mean_field_sgd_enumeration(net, x0, eta, 1.0)["second_layer_overlap"][0] - pde[0]) for eta in (0.25, 0.125)]
     assert gaps[1] < 0.6 * gaps[0]
 
 
@@ -89,7 +91,7 @@ def test_smf_matches_sgd_to_second_order_while_the_pde_is_first_order():
     c1 is resolved, the SMF's is zero within 3 standard errors and below 1/10 of the PDE's."""
     net = linear_net()
     etas = [0.2, 0.1, 0.05]
-    ds = mf.mean_field_study(net, [4], etas, 1.0, n_paths=40_000, substeps=2, seed=1)
+    ds = mean_field_study(net, [4], etas, 1.0, n_paths=40_000, substeps=2, seed=1)
     err_pde = ds.error.sel(process="pde", N=4).values
     err_smf = ds.error.sel(process="smf", N=4).values
     se_smf = ds.error_se.sel(process="smf", N=4).values
@@ -112,7 +114,7 @@ def test_common_noise_does_not_average_out_with_width():
     PDE has none."""
     net = linear_net()
     Ns = [8, 32, 128]
-    ds = mf.mean_field_study(net, Ns, [0.1], 1.0, n_paths=4_000, substeps=2, seed=3)
+    ds = mean_field_study(net, Ns, [0.1], 1.0, n_paths=4_000, substeps=2, seed=3)
     v_sgd = ds.second_layer_overlap_var.sel(process="sgd", eta=0.1).values
     v_smf = ds.second_layer_overlap_var.sel(process="smf", eta=0.1).values
     v_se = ds.second_layer_overlap_var_se.sel(process="smf", eta=0.1).values

@@ -16,12 +16,12 @@ from sgdlab.sde.problems import least_squares, linear_gradient, quadratic_1d, ra
 from sgdlab import sde
 from sgdlab.sde.models import generic_ito_correction
 from sgdlab.sde.moments import expectation_from_moments
-from sgdlab.sde.observables import quadratic_form
+from sgdlab.sde.observables import CROSS_COV, INNER, MEAN, SECOND_MOMENT, SQ_DISTANCE, quadratic_form
 
 Z4 = np.array([[1.0, 0.3], [-0.4, 1.2], [0.8, -0.9], [0.2, 0.5]])
 Y4 = np.array([1.0, -0.5, 0.3, 0.8])
 X0_2D = np.array([[2.0, 1.0], [-1.0, -2.0]])
-OBS = (sde.MEAN, sde.SECOND_MOMENT, sde.INNER, sde.CROSS_COV)
+OBS = (MEAN, SECOND_MOMENT, INNER, CROSS_COV)
 Z_TOL = 4.5
 
 
@@ -85,7 +85,7 @@ def test_shared_sme_monte_carlo_matches_closed_form(model):
     c = abar + (eta * abar**2 / 2 if model == "sme2" else 0.0)
     one, cross = math.exp(-(2 * c - eta * var) * T), math.exp(-(2 * c + eta * var) * T)
     want = (x * x + y * y) * one - 2 * x * y * cross
-    mc = sde.sde_monte_carlo(problem, sde.MODELS[model], eta, T, [[x], [y]], (sde.SQ_DISTANCE,), n_paths=20_000, substeps=4, seed=3)
+    mc = sde.sde_monte_carlo(problem, sde.MODELS[model], eta, T, [[x], [y]], (SQ_DISTANCE,), n_paths=20_000, substeps=4, seed=3)
     got = mc["sq_distance"]
     assert abs(got.value - want) < Z_TOL * got.se, (got, want)
     # the SMF value (cross exponent -(2c - eta Var a)) is far outside the error bars
@@ -95,13 +95,13 @@ def test_shared_sme_monte_carlo_matches_closed_form(model):
 
 def test_monte_carlo_is_deterministic_given_the_seed():
     problem = quadratic_1d([0.5, 1.0, 1.5], [0.5, 1.0, 1.0])
-    args = (problem, sde.SMF, 0.25, 1.0, [[1.0]], (sde.MEAN,), 2_000)
+    args = (problem, sde.SMF, 0.25, 1.0, [[1.0]], (MEAN,), 2_000)
     a = sde.sde_monte_carlo(*args, scheme="euler", seed=5)
     b = sde.sde_monte_carlo(*args, scheme="euler", seed=5)
     c = sde.sde_monte_carlo(*args, scheme="euler", seed=6)
     assert a == b and a != c
-    assert sde.sgd_monte_carlo(problem, 0.25, 1.0, [[1.0]], (sde.MEAN,), 2_000, seed=5) == sde.sgd_monte_carlo(
-        problem, 0.25, 1.0, [[1.0]], (sde.MEAN,), 2_000, seed=5
+    assert sde.sgd_monte_carlo(problem, 0.25, 1.0, [[1.0]], (MEAN,), 2_000, seed=5) == sde.sgd_monte_carlo(
+        problem, 0.25, 1.0, [[1.0]], (MEAN,), 2_000, seed=5
     )
 
 
@@ -111,7 +111,7 @@ def test_weak_error_study_monte_carlo_route_on_logistic_regression():
     problem = random_logistic(3, 4, 1, ridge=0.1)
     ds = sde.weak_error_study(problem, ["gf", "smf"], [0.5, 0.25], ["mean", "loss"], T=1.0, x0=[[2.0]],
                               n_paths=20_000, chunk=20_000)
-    assert set(np.unique(ds.method.values)) == {"monte_carlo"} and set(ds.sgd_method.values) == {"monte_carlo"}
+    assert set(np.unique(ds.solver.values)) == {"monte_carlo"} and set(ds.sgd_solver.values) == {"monte_carlo"}
     assert np.all(ds.sgd_se.values > 0) and np.all(np.isfinite(ds.error.values)) and np.all(np.isfinite(ds.slope.values))
     e = ds.sel(observable="mean", eta=0.5)
     gf, smf = abs(float(e.error.sel(model="gf"))), abs(float(e.error.sel(model="smf")))
@@ -198,7 +198,7 @@ def test_sme2_two_point_order_one_by_monte_carlo():
     Monte Carlo its weak order for E<X^x, X^y> and Cov(X^x_1, X^y_1) is 1 (SMF's is 2, exactly)."""
     ds = sde.weak_error_study(least_squares(Z4, Y4), ["sme2", "smf"], [1 / 8, 1 / 16, 1 / 32, 1 / 64], ["inner", "cross_cov"],
                               T=1.0, x0=X0_2D, n_paths=10_000, scheme="weak2", substeps=2, seed=0, chunk=10_000)
-    assert np.all(ds.method.sel(model="sme2").values == "monte_carlo")
+    assert np.all(ds.solver.sel(model="sme2").values == "monte_carlo")
     for obs in ("inner", "cross_cov"):
         s = ds.sel(model="sme2", observable=obs)
         assert bool(s.resolved.all())

@@ -136,23 +136,23 @@ def test_flow_vs_reduced_with_library_solvers():
 def test_online_sgd_approaches_population_flow_as_step_shrinks():
     # Paired comparison: each SGD seed against the exact flow from the SAME initial (a, u).
     # Measured (eps = 0.02, m = 32, d = 500, 8 seeds), R_sgd - R_flow at t = 0.11, 0.21, 0.31:
-    #   dt = 1e-4:   -0.002 +- 0.005, 0.017 +- 0.015, 0.46 +- 0.09
-    #   dt = 2.5e-5: -0.001 +- 0.002, -0.001 +- 0.014, 0.28 +- 0.07
+    #   eta = 1e-4:   -0.002 +- 0.005, 0.017 +- 0.015, 0.46 +- 0.09
+    #   eta = 2.5e-5: -0.001 +- 0.002, -0.001 +- 0.014, 0.28 +- 0.07
     # Before the degree-1 drop (t <= 0.2) SGD equals the flow within 2 SE; during the drop SGD lags.
-    # What the lag is (same seeds, R_sgd - R_flow at t = 0.305, dt = 1e-4 unless said):
+    # What the lag is (same seeds, R_sgd - R_flow at t = 0.305, eta = 1e-4 unless said):
     #   d = 250, 500, 1000, 2000:       0.73 +- 0.08, 0.46 +- 0.09, 0.43 +- 0.09, 0.40 +- 0.05
-    #   d = 500, dt = 5e-5, 2.5e-5:     0.39 +- 0.08, 0.28 +- 0.07
+    #   d = 500, eta = 5e-5, 2.5e-5:     0.39 +- 0.08, 0.28 +- 0.07
     #   d = 500, batch 8:               0.19 +- 0.07
-    # It does not grow with d at fixed dt, so it is NOT the O(dt d) bias of the sphere retraction
-    # (u <- (u - dt g)/|u - dt g| contracts s by (dt/2)|g|^2 ~ dt d a^2 E[err^2 sigma'^2] per unit
+    # It does not grow with d at fixed eta, so it is NOT the O(eta d) bias of the sphere retraction
+    # (u <- (u - eta g)/|u - eta g| contracts s by (eta/2)|g|^2 ~ eta d a^2 E[err^2 sigma'^2] per unit
     # time: 8x larger at d = 2000 than at 250), nor a finite-d effect (the flow is exact at each d
     # and the lag is flat from d = 500 to 2000). It falls when the gradient NOISE falls at the same
-    # drift (batch 8: 0.46 -> 0.19; dt / 4: 0.46 -> 0.28, slower than linear in dt): a d-independent
+    # drift (batch 8: 0.46 -> 0.19; eta / 4: 0.46 -> 0.28, slower than linear in eta): a d-independent
     # noise-induced (second order in the noise) delay of the instability. The likely carrier is the
-    # second layer: its step is dt/eps with an O(1) per-sample gradient and only the 1/(m eps)
-    # self-restoring force, so each a_i fluctuates with variance ~ dt m Var(ga) / (2 eps U(1)) ~ 0.25
-    # at dt = 1e-4 (std 0.5 against |a0| <= 1). Not resolved further. What is checked: agreement
-    # before the drop, and the lag shrinking with dt (paired over seeds).
+    # second layer: its step is eta/eps with an O(1) per-sample gradient and only the 1/(m eps)
+    # self-restoring force, so each a_i fluctuates with variance ~ eta m Var(ga) / (2 eps U(1)) ~ 0.25
+    # at eta = 1e-4 (std 0.5 against |a0| <= 1). Not resolved further. What is checked: agreement
+    # before the drop, and the lag shrinking with eta (paired over seeds).
     m, d, n_seed = 32, 500, 8
     a0 = jnp.asarray(tl.initial_second_layer(m, 1.0))
     keys = jax.random.split(jax.random.key(2), n_seed)
@@ -160,13 +160,13 @@ def test_online_sgd_approaches_population_flow_as_step_shrinks():
     fl, _, _ = jax.vmap(lambda uu: _flow(m, uu[:, 0], uu @ uu.T))(u)
     Rf = np.asarray(fl.risk).sum(-1)
     lag = []
-    for dt in (1e-4, 2.5e-5):
-        steps = jnp.asarray(np.round(T_A / dt).astype(np.int64))
-        _, R = jax.vmap(lambda k: online_sgd(P123, k, a0, d, EPS_A, dt, steps))(keys)
+    for eta in (1e-4, 2.5e-5):
+        steps = jnp.asarray(np.round(T_A / eta).astype(np.int64))
+        _, R = jax.vmap(lambda k: online_sgd(P123, k, a0, d, EPS_A, eta, steps))(keys)
         diff = np.asarray(R).sum(-1) - Rf
         j_early = np.searchsorted(T_A, 0.2)
         mean, se = diff[:, :j_early].mean(0), diff[:, :j_early].std(0) / np.sqrt(n_seed) + 1e-12
-        assert np.all(np.abs(mean) < 4 * se + 0.01), (dt, mean, se)
+        assert np.all(np.abs(mean) < 4 * se + 0.01), (eta, mean, se)
         lag.append(diff[:, np.searchsorted(T_A, 0.3)])
     paired = lag[0] - lag[1]
     z = paired.mean() / (paired.std(ddof=1) / np.sqrt(n_seed))
@@ -362,13 +362,13 @@ def test_committee_detected_plateau_matches_fixed_point(K):
 # ---------------------------------------------------------------------------------------------
 # GD on n = alpha d samples, from the same (a0, u0) as the exact finite-d flow, over S independent
 # data sets: M(t) deviates from the flow by a random part of size O(n^{-1/2}) (the sampling noise
-# of the empirical gradient, in the linear-response regime) plus an O(1/n) + O(dt) bias.
-# Measured (m = 8, d = 10, eps = 0.05, dt = 5e-3, S = 16; the degree-1 drop of the flow is at
+# of the empirical gradient, in the linear-response regime) plus an O(1/n) + O(eta) bias.
+# Measured (m = 8, d = 10, eps = 0.05, eta = 5e-3, S = 16; the degree-1 drop of the flow is at
 # t ~ 0.15-0.25): the data-set sd of M_k(t), pooled over k, per quadrupling of alpha:
 #   t = 0.05, 0.1, 0.15, 0.2, 0.3:  alpha 100 -> 400: 1.78 1.53 1.23 1.18 1.26 (not yet linear:
 #   the drop amplifies the deviations non-linearly); 400 -> 1600: 1.6 1.8 1.9 2.1 2.4;
-#   1600 -> 6400: 2.4 2.3 2.1 2.1 2.0 (-> 2 = 4^{1/2}). halving dt changes the mean by ~0.003.
-GD_M, GD_D, GD_EPS, GD_DT = 8, 10, 0.05, 5e-3
+#   1600 -> 6400: 2.4 2.3 2.1 2.1 2.0 (-> 2 = 4^{1/2}). halving eta changes the mean by ~0.003.
+GD_M, GD_D, GD_EPS, GD_ETA = 8, 10, 0.05, 5e-3
 
 
 def _gd_deviation(alphas, n_sets, t, key=7):
@@ -376,11 +376,11 @@ def _gd_deviation(alphas, n_sets, t, key=7):
     a0 = jnp.asarray(tl.initial_second_layer(GD_M, 1.0))
     u0 = sgd_init(jax.random.key(5), a0, GD_D)[1]
     fl = _rk4(P123, False, (a0, u0[:, 0], u0 @ u0.T), GD_EPS, jnp.asarray(t), n_sub=50)
-    steps = jnp.asarray(np.round(t / GD_DT).astype(np.int64))
+    steps = jnp.asarray(np.round(t / GD_ETA).astype(np.int64))
     keys = jax.random.split(jax.random.key(key), n_sets)
     out = []
     for alpha in alphas:
-        o = jax.vmap(lambda k: finite_data_sgd(P123, k, a0, GD_D, alpha * GD_D, GD_EPS, GD_DT, steps, u0=u0))(keys)
+        o = jax.vmap(lambda k: finite_data_sgd(P123, k, a0, GD_D, alpha * GD_D, GD_EPS, GD_ETA, steps, u0=u0))(keys)
         out.append(np.asarray(o.M) - np.asarray(fl.M))
     return np.stack(out)
 
@@ -414,7 +414,7 @@ def test_finite_data_gd_approaches_population_flow(n_sets, t_end, alphas):
     ratio, se = _sd_ratio_jackknife(dev)
     assert abs(ratio - pred) < 3 * se and ratio > 0.5 * pred, (ratio, se, pred)
     # (2) no bias beyond the sampling noise at the larger alpha: |mean over data sets| within 3.5
-    # SE (a max over <= 24 entries) plus the Euler bias bound 0.01 (halving dt moves it by 0.003)
+    # SE (a max over <= 24 entries) plus the Euler bias bound 0.01 (halving eta moves it by 0.003)
     d2 = dev[1]
     mean, sem = d2.mean(0), d2.std(0, ddof=1) / np.sqrt(n_sets)
     assert np.all(np.abs(mean) < 3.5 * sem + 0.01), (mean, sem)
@@ -424,13 +424,13 @@ def test_finite_data_gd_approaches_population_flow(n_sets, t_end, alphas):
 def test_finite_data_unconstrained_first_layer():
     # unconstrained first layer (same data, GD): runs, learns, and the norms drift away from 1,
     # while on the sphere they stay at 1; the training risk is below the population risk.
-    m, d, eps, dt = GD_M, GD_D, GD_EPS, 4e-3
+    m, d, eps, eta = GD_M, GD_D, GD_EPS, 4e-3
     t = np.array([0.1, 0.3, 0.6, 1.0])
-    steps = jnp.asarray(np.round(t / dt).astype(np.int64))
+    steps = jnp.asarray(np.round(t / eta).astype(np.int64))
     a0 = jnp.asarray(tl.initial_second_layer(m, 1.0))
     u0 = sgd_init(jax.random.key(5), a0, d)[1]
-    o_free = finite_data_sgd(P123, jax.random.key(100), a0, d, 80 * d, eps, dt, steps, u0=u0, sphere=False)
-    o_sph = finite_data_sgd(P123, jax.random.key(100), a0, d, 80 * d, eps, dt, steps, u0=u0)
+    o_free = finite_data_sgd(P123, jax.random.key(100), a0, d, 80 * d, eps, eta, steps, u0=u0, sphere=False)
+    o_sph = finite_data_sgd(P123, jax.random.key(100), a0, d, 80 * d, eps, eta, steps, u0=u0)
     norms = np.asarray(o_free.norm)
     assert np.all(np.isfinite(np.asarray(o_free.risk)))
     assert np.max(np.abs(norms - 1)) > 1e-2, norms

@@ -1,10 +1,11 @@
 """``sgdlab timescales`` from a config: validation errors name the key, the Dataset of the three
 methods (finite-d flow, online SGD, reduced dynamics), their agreement, the eps scan, the figures
-and the CLI command end to end.
+and the study command end to end (through ``sgdlab.core.command.run_study_command``).
 
 The end-to-end test runs one tiny study (~20 s on 2 cores, mostly JAX compilation) and checks
 everything on it, so that pytest-xdist compiles its solvers once; the other tests are cheap."""
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -13,16 +14,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sgdlab import ConfigError
-from sgdlab.core import store
 from sgdlab.cli import app
-from sgdlab.two_layer.experiment import (
-    TimescalesConfig,
-    load_timescales_config,
-    plot_timescales,
-    results_table,
-)
+from sgdlab.core import store
+from sgdlab.core.command import CommonOptions, config_source, run_study_command
+from sgdlab.core.config import merge_tables, read_toml
+from sgdlab.core.errors import ConfigError
+from sgdlab.two_layer.command import STUDY
+from sgdlab.two_layer.config import TimescalesConfig, load_config
 from sgdlab.two_layer.flow import random_overlaps_wishart
+from sgdlab.two_layer.plot import figures, table
 
 runner = CliRunner()
 
@@ -41,7 +41,7 @@ seeds = 2
 d = 400
 m = 32
 seeds = 2
-dt = 2e-4
+eta = 2e-4
 batch = 8
 [reduced]
 m = 32
@@ -68,7 +68,10 @@ def example_dir() -> Path:
         ({"dynamics": {"step": 1}}, r"dynamics\.step: unknown key"),
         ({"flow": {"m": 1000}}, r"flow\.m: Input should be less than or equal to 256"),
         ({"flow": {"m": 64, "solver": "kvaerno5"}}, r"flow\.solver='kvaerno5'.*m <= 24"),
-        ({"sgd": {"dt": 0.05}}, r"sgd\.dt=0\.05 must be < dynamics\.eps=0\.01"),
+        ({"sgd": {"eta": 0.05}}, r"sgd\.eta=0\.05 must be < dynamics\.eps=0\.01"),
+        ({"sgd": {"eta": 0}}, r"sgd\.eta: Input should be greater than 0"),
+        ({"sgd": {"eta": 1e-4}, "dynamics": {"eps": 0.5, "t_max": 5e-5}}, r"sgd\.eta=0\.0001 must be < dynamics\.t_max"),
+        ({"sgd": {"dt": 1e-4}}, r"sgd\.dt: unknown key"),  # renamed to sgd.eta, no alias
         ({"sgd": {"batch": 0}}, r"sgd\.batch: Input should be greater than or equal to 1"),
         ({"reduced": {"solver": "euler"}}, r"reduced\.solver: Input should be 'kvaerno5' or 'tsit5'"),
         ({"scan": {"eps": [1e-3, 1e-4]}}, r"scan\.eps: .*needs >= 3 values"),
@@ -83,25 +86,25 @@ def example_dir() -> Path:
 )
 def test_invalid_configs_name_the_key(cfg, match):
     with pytest.raises(ConfigError, match=match):
-        load_timescales_config(cfg)
+        load_config(cfg)
 
 
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        load_timescales_config(tmp_path / "nope.toml")
+        load_config(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[dynamics\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_timescales_config(bad)
+        load_config(bad)
 
 
 def test_examples_are_valid_and_listed():
     names = sorted(p.stem for p in example_dir().glob("*.toml"))
     assert "default" in names
     for name in names:
-        cfg = load_timescales_config(example_dir() / f"{name}.toml")
+        cfg = load_config(example_dir() / f"{name}.toml")
         assert cfg.name.startswith("timescales_") and cfg.description
-    default = load_timescales_config(None)
+    default = load_config(None)
     assert default.problem.to_problem().plateau_levels().tolist() == [1.5, 1.5, 1.0, 0.5, 0.0]
     assert default.flow.d * default.dynamics.eps >= 100 and default.sgd.d * default.dynamics.eps >= 10  # d >> 1/eps
     result = runner.invoke(app, ["examples"])
@@ -132,33 +135,36 @@ def test_wishart_overlaps_have_the_law_of_random_unit_vectors():
     assert np.any(np.asarray(s) != 0)
 
 
-def test_cli_rejects_bad_overrides_and_examples(tmp_path):
-    result = runner.invoke(app, ["timescales", "--example", "default", "--set", "dynamics.eps=0", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "dynamics.eps" in result.output
-    result = runner.invoke(app, ["timescales", "--example", "nope", "--out", str(tmp_path)])
-    assert result.exit_code != 0 and "default" in result.output
+def test_command_rejects_bad_overrides_and_examples(tmp_path):
+    with pytest.raises(ConfigError, match=r"dynamics\.eps"):
+        run_study_command(STUDY, config_source("timescales", None, "default", ["dynamics.eps=0"]), CommonOptions(out=tmp_path, quiet=True))
+    with pytest.raises(ConfigError, match="default"):
+        config_source("timescales", None, "nope", [])
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_cli_end_to_end_dataset_agreement_and_figures(tmp_path):
-    """One tiny study through the CLI (one test, so that xdist compiles its solvers once)."""
+def test_command_end_to_end_dataset_agreement_and_figures(tmp_path, capsys):
+    """One tiny study through the study command (one test, so that xdist compiles its solvers once)."""
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY.replace("t_max = 1.0", "t_max = 0.5"))
     out = tmp_path / "out"
-    result = runner.invoke(app, ["timescales", str(cfg), "--out", str(out), "--set", "dynamics.t_max=1.0"])
-    assert result.exit_code == 0, result.output
-    _check_outputs(out, result.output)
+    source = config_source("timescales", cfg, None, ["dynamics.t_max=1.0"])
+    written = run_study_command(STUDY, source, CommonOptions(out=out))
+    assert {p.name for p in written} == {"tiny_ts.zarr", "tiny_ts.png", "tiny_ts_eps_scaling.png", "tiny_ts_d_scan.png"}
+    _check_outputs(out, capsys.readouterr().out)
     ds = store.load(out / "tiny_ts.zarr")
     _check_agreement(ds)
     _check_plots_and_table(ds)
 
 
 def _check_outputs(out, output):
-    for kind in ("staircase", "eps_scaling", "d_scan"):
-        png = (out / f"tiny_ts_{kind}.png").read_bytes()
+    for name in ("tiny_ts.png", "tiny_ts_eps_scaling.png", "tiny_ts_d_scan.png"):
+        png = (out / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert "plateau levels" in output and "exponent" in output
     ds = store.load(out / "tiny_ts.zarr")
-    assert ds.attrs["name"] == "tiny_ts" and float(ds.t[-1]) == pytest.approx(1.0)  # the --set override was applied
+    assert json.loads(ds.attrs["config"])["name"] == "tiny_ts" and float(ds.t[-1]) == pytest.approx(1.0)  # the --set override was applied
+    assert ds.attrs["study"] == "two_layer" and ds.attrs["status"] == "complete" and len(ds.attrs["config_hash"]) == 12
     assert list(ds.method.values) == ["flow", "sim", "reduced"]
     assert dict(ds.M.sizes) == {"method": 3, "seed": 2, "t": 30, "degree": 4}
     assert ds.risk.dims == ("method", "seed", "t") and ds.t_half.dims == ("method", "degree")
@@ -196,15 +202,15 @@ def _check_agreement(ds):
 
 
 def _check_plots_and_table(ds):
-    figs = plot_timescales(ds)
-    assert set(figs) == {"staircase", "eps_scaling", "d_scan"}
-    left = figs["staircase"].axes[0]
+    figs = figures(ds)
+    assert set(figs) == {"", "eps_scaling", "d_scan"}
+    left = figs[""].axes[0]
     assert left.get_xscale() == "log"
     ys = {round(float(line.get_ydata()[0]), 6) for line in left.get_lines() if len(set(np.asarray(line.get_ydata(), float))) == 1}
     assert {1.5, 1.0, 0.5, 0.0} <= ys  # predicted plateau levels drawn
     labels = [t.get_text() for t in figs["eps_scaling"].axes[0].get_legend().get_texts()]
     assert any("exponent" in label and "theory 1/2" in label for label in labels)
-    no_scan = plot_timescales(ds.drop_vars([v for v in ds.data_vars if {"eps", "d"} & set(ds[v].dims) or v.startswith("exponent")]))
-    assert set(no_scan) == {"staircase"}
-    levels, times = results_table(ds).renderables
+    no_scan = figures(ds.drop_vars([v for v in ds.data_vars if {"eps", "d"} & set(ds[v].dims) or v.startswith("exponent")]))
+    assert set(no_scan) == {""}
+    levels, times = table(ds).renderables
     assert levels.row_count == 5 and times.row_count == 4

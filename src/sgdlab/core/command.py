@@ -124,10 +124,13 @@ def _run_sweep_command(study: Study, cfg, store_path: Path, opts: CommonOptions)
     if opts.plot and summary.done:
         from sgdlab.core.plot import plot_sweep, save_figure
 
-        try:
-            written.append(save_figure(plot_sweep(load_sweep(store_path)), store_path.with_suffix(".png")))
-        except ValueError as err:
-            say(f"no sweep figure: {err}")
+        ds = load_sweep(store_path)
+        targets = {v: store_path.with_name(f"{cfg.name}_{v}.png") for v in study.sweep_variables} or {None: store_path.with_suffix(".png")}
+        for variable, png in targets.items():
+            try:
+                written.append(save_figure(plot_sweep(ds, variable), png))
+            except ValueError as err:
+                say(f"no sweep figure of {variable or 'the default variable'}: {err}")
     for p in written:
         say(f"wrote {p}")
     return written

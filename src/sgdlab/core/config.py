@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sgdlab.core.errors import ConfigError
 
@@ -61,7 +61,10 @@ class SweepConfig(Section):
     def _dotted_keys_are_grid_axes(cls, data):
         if isinstance(data, dict):
             data = dict(data)
-            grid = dict(data.pop("grid", {}) or {})
+            grid = data.pop("grid", {}) or {}
+            if not isinstance(grid, dict):
+                raise ValueError(f"sweep.grid must be a table of dotted keys (got {grid!r})")
+            grid = dict(grid)
             for key in [k for k in data if "." in k]:
                 grid[key] = data.pop(key)
             data["grid"] = grid
@@ -118,7 +121,15 @@ class ExperimentConfig(Section):
     sweep: SweepConfig | None = None
 
     #: keys that a sweep may not vary (besides name, description, sweep); set by a wing
-    fixed_keys: ClassVar[tuple[str, ...]] = ()
+    #: keys a sweep may not vary, with the reason printed in the error; set by a wing
+    fixed_keys: ClassVar[dict[str, str]] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _plain_file_name(cls, v: str) -> str:
+        if not v or v.startswith(".") or any(c in v for c in "/\\\0") or len(v) > 200:
+            raise ValueError(f"name={v!r} names the output files OUT/NAME.zarr: a plain file name (no '/', '\\', leading '.'), 1-200 characters")
+        return v
 
     @model_validator(mode="after")
     def _sweep_axes_are_keys(self):
@@ -127,7 +138,8 @@ class ExperimentConfig(Section):
                 if key.split(".")[0] in ("name", "description", "sweep") or not has_key(type(self), key):
                     raise ValueError(f"sweep axis {key!r} is not a config key of this study (use section.key)")
                 if key in self.fixed_keys:
-                    raise ValueError(f"{key} cannot be a sweep axis")
+                    why = self.fixed_keys[key] if isinstance(self.fixed_keys, dict) else ""
+                    raise ValueError(f"sweep: {key} cannot be a sweep axis" + (f" ({why})" if why else ""))
         return self
 
     def to_json(self) -> str:

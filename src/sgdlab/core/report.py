@@ -23,12 +23,12 @@ ProgressFn = Callable[[int, int], None]
 
 def say(message: str, style: str | None = None) -> None:
     """Print ``message`` verbatim (no markup) on stderr."""
-    err_console.print(Text(str(message), style=style or ""))
+    err_console.print(Text(str(message), style=style or ""), soft_wrap=True)
 
 
 def error(message: str) -> None:
     """Print ``error: message`` on stderr, the message verbatim."""
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
+    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
 
 
 @contextmanager
@@ -47,11 +47,14 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[ProgressFn]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[bool] | None = None) -> Table:
-    """A rich table of plain-text cells (numbers are formatted by the caller)."""
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[bool] | None = None,
+          no_wrap: int = 0) -> Table:
+    """A rich table of plain-text cells (numbers are formatted by the caller); by default the
+    first column is left-aligned and the others right-aligned; the first ``no_wrap`` columns
+    never wrap."""
     t = Table(title=Text(title), title_justify="left")
     for i, c in enumerate(columns):
-        t.add_column(Text(str(c)), justify="right" if (right[i] if right is not None else i > 0) else "left")
+        t.add_column(Text(str(c)), justify="right" if (right[i] if right is not None else i > 0) else "left", no_wrap=i < no_wrap)
     for row in rows:
         t.add_row(*(Text(str(c)) for c in row))
     return t

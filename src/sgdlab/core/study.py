@@ -34,7 +34,9 @@ class Study:
     - ``run_many``: optional ``run_many(configs) -> [Dataset | Exception]`` for sweep points of
       one structure computed together (default: ``run`` on each);
     - ``group_key``: optional ``group_key(config) -> hashable``: points with equal keys may share
-      one ``run_many`` call.
+      one ``run_many`` call;
+    - ``sweep_variables``: the variables drawn after a sweep (one figure each,
+      ``NAME_<variable>.png``); empty: one figure ``NAME.png`` of the default variable.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Study:
     ref: str
     run_many: Callable[[list[Any]], list[Any]] | None = None
     group_key: Callable[[Any], Hashable] | None = None
+    sweep_variables: tuple[str, ...] = ()
 
     def load(self, source) -> ExperimentConfig:
         """The validated config of ``source`` (a config, a dict of TOML keys or a TOML path)."""

@@ -1,27 +1,29 @@
-"""Parameter sweeps on dask.distributed, written point by point into one zarr store.
+"""The one sweep engine: a grid of runs of any study, on dask.distributed, into one zarr store.
 
-A sweep is a config with a ``[sweep]`` section (see :class:`sgdlab.dmft.config.SweepConfig`). Each
-grid point is an ordinary experiment. Execution:
+A sweep is a config with a ``[sweep]`` table (:class:`~sgdlab.core.config.SweepConfig`) of
+dotted keys. Every command of every wing runs it the same way:
 
 1. **Plan**: every point's config is built and validated on the client; a point whose values are
    invalid is recorded as failed with the validation message (the others run).
-2. **Batch**: valid points sharing a static structure (same :class:`~sgdlab.dmft.simulation.SimSpec`
-   and number of saves) are grouped ``points_per_task`` at a time; a task runs its points in one
-   vmapped program (:func:`sgdlab.dmft.experiment.simulate_many`), compiled once per worker.
-3. **Execute** on a dask ``Client``: a ``LocalCluster`` by default (one single-threaded worker
-   process per core, loopback only, no dashboard unless asked), or an existing scheduler.
-4. **Write** by region: the store is created up front (xarray, metadata only) with every point
-   NaN and ``status = 0`` (pending); as each point finishes, the client writes its region with
-   zarr directly (chunks are one point wide, so no two points share a chunk) and then a marker
-   ``STORE/_points/<flat index>.json`` (status, config hash, error, seconds). The client is the
-   only writer. A killed sweep loses no finished point; re-running the same command resumes,
-   skipping every point whose marker says done with the same config hash.
+2. **Batch**: valid points with equal ``Study.group_key`` are grouped ``points_per_task`` at a
+   time; a task computes its points with ``Study.run_many`` (the DMFT wing vmaps the simulation
+   of a group in one compiled program).
+3. **Execute** in this process (``workers=0``), on a ``LocalCluster`` (one single-threaded worker
+   process per core, loopback only; the default), or on an existing scheduler (``scheduler``).
+4. **Write** by region: when the first point is back, the store is created (beside its final
+   path, then renamed in) with every point NaN and ``status = 0`` (pending); each finished
+   point's region is written with zarr directly (chunks are one point wide), then a marker
+   ``STORE/_points/<flat index>.json`` (status, config hash, error, seconds, the point's attrs).
+   The client is the only writer. A killed sweep loses no finished point; running the same
+   command again resumes, skipping every point whose marker says done with the same config hash.
 
-Store layout: dims ``(*sweep dims, method, seed, t)``; one dim per grid key (named by the key,
-e.g. ``algorithm.batch_fraction``) and a ``zip`` dim for zipped keys (each zipped key a
-coordinate along it); ``status`` over the sweep dims (0 pending, 1 done, 2 failed); ``time``
-(the actual times of each point, which differ when ``eta`` is swept; the ``t`` coordinate is
-that of the first point).
+Store layout: dims ``(*sweep dims, *point dims)``: one dim per grid key (named by the key, e.g.
+``algorithm.batch_fraction``) and a ``zip`` dim for zipped keys (each zipped key a coordinate
+along it), then the dims of a single run's Dataset; ``status`` over the sweep dims (0 pending,
+1 done, 2 failed); ``time`` (the times of each point, which differ when the step size is swept;
+the ``t`` coordinate is that of the first point); every numeric non-index coordinate of a run
+(e.g. ``step`` along ``t``) is kept per point as a variable. Attrs: ``kind = "sweep"``, ``study``,
+``study_ref``, ``config``, ``sweep_hash``, ``sweep_dims``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import time
 import traceback
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +43,8 @@ from typing import Any, Callable
 import numpy as np
 import xarray as xr
 
-from sgdlab import __version__
-from sgdlab.dmft.config import Config, ConfigError, load_config
+from sgdlab.core.config import ConfigError, ExperimentConfig, set_dotted
+from sgdlab.core.study import Study, study_from_ref
 
 PENDING, DONE, FAILED = 0, 1, 2
 MARKERS = "_points"
@@ -53,7 +57,7 @@ class Point:
     index: tuple[int, ...]
     flat: int
     overrides: dict[str, Any]
-    config: Config | None = None
+    config: ExperimentConfig | None = None
     error: str | None = None
 
     @property
@@ -65,7 +69,8 @@ class Point:
 class Plan:
     """The sweep's dims (name, coordinate values), points, and extra coordinates along ``zip``."""
 
-    base: Config
+    study: Study
+    base: ExperimentConfig
     dims: list[tuple[str, list[Any]]]
     points: list[Point]
     zip_coords: dict[str, list[Any]] = field(default_factory=dict)
@@ -74,25 +79,23 @@ class Plan:
     def shape(self) -> tuple[int, ...]:
         return tuple(len(v) for _, v in self.dims)
 
+    @property
+    def sweep_dims(self) -> list[str]:
+        return [name for name, _ in self.dims]
 
-def _set(tree: dict, dotted: str, value: Any) -> None:
-    section, key = dotted.split(".", 1)
-    tree.setdefault(section, {})[key] = value
 
-
-def plan_sweep(cfg: Config) -> Plan:
+def plan_sweep(study: Study, cfg: ExperimentConfig) -> Plan:
     """Expand ``cfg.sweep`` into points (validated one by one; invalid ones carry their error)."""
     if cfg.sweep is None:
-        raise ConfigError("config has no [sweep] section")
+        raise ConfigError("the config has no [sweep] table")
     sw = cfg.sweep
     dims: list[tuple[str, list[Any]]] = [(k, list(v)) for k, v in sw.grid.items()]
     if sw.zip:
-        n_zip = len(next(iter(sw.zip.values())))
-        dims.append(("zip", list(range(n_zip))))
+        dims.append(("zip", list(range(len(next(iter(sw.zip.values())))))))
     base = cfg.model_dump(mode="json", exclude={"sweep"})
     points = []
     for flat, index in enumerate(itertools.product(*(range(len(v)) for _, v in dims))):
-        overrides = {}
+        overrides: dict[str, Any] = {}
         for (name, values), i in zip(dims, index):
             if name == "zip":
                 overrides.update({k: v[i] for k, v in sw.zip.items()})
@@ -100,57 +103,51 @@ def plan_sweep(cfg: Config) -> Plan:
                 overrides[name] = values[i]
         tree = json.loads(json.dumps(base))
         for key, value in overrides.items():
-            _set(tree, key, value)
+            set_dotted(tree, key, value)
         point = Point(index, flat, overrides)
         try:
-            point.config = load_config(tree)
+            point.config = study.load(tree)
         except ConfigError as err:
             point.error = str(err)
         points.append(point)
-    return Plan(cfg, dims, points, dict(sw.zip))
+    return Plan(study, cfg, dims, points, dict(sw.zip))
 
 
 def _groups(plan: Plan, todo: list[Point]) -> list[list[Point]]:
-    """Points of equal static structure, ``points_per_task`` at a time."""
-    from sgdlab.dmft.experiment import simulation_inputs
-
+    """Points of equal ``group_key``, ``points_per_task`` at a time."""
+    key = plan.study.group_key or (lambda c: id(c))
     by_key: dict[Any, list[Point]] = {}
     for p in todo:
-        spec, _ = simulation_inputs(p.config)
-        by_key.setdefault((spec, p.config.algorithm.n_saves), []).append(p)
+        by_key.setdefault(key(p.config), []).append(p)
     size = plan.base.sweep.points_per_task
     return [g[i : i + size] for g in by_key.values() for i in range(0, len(g), size)]
 
 
-def run_points(config_jsons: list[str]) -> list[dict]:
-    """Task body (runs on a worker): simulate configs of one structure in one vmapped program.
-
-    Returns per config ``{"ok": True, "values": {var: (seeds, t)}, "time": (t,), "seconds": s}``
-    or ``{"ok": False, "error": message}``.
-    """
-    _configure_worker_jax()
-    from sgdlab.dmft.experiment import NonFiniteError, simulate_many
-
+def run_points(ref: str, config_jsons: list[str]) -> list[xr.Dataset | str]:
+    """Task body (runs on a worker): the Dataset of each config, or its error message."""
+    configure_compilation_cache()
+    study = study_from_ref(ref)
     start = time.perf_counter()
-    cfgs = [load_config(json.loads(c)) for c in config_jsons]
     try:
-        results = simulate_many(cfgs, max_chunks=1)
+        cfgs = [study.load(json.loads(c)) for c in config_jsons]
+        results = study.compute_many(cfgs)
     except Exception as err:  # a whole task failed (e.g. out of memory): every point records it
         msg = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
-        return [{"ok": False, "error": msg} for _ in cfgs]
-    seconds = (time.perf_counter() - start) / len(cfgs)
-    out = []
+        return [msg for _ in config_jsons]
+    seconds = (time.perf_counter() - start) / max(1, len(config_jsons))
+    out: list[xr.Dataset | str] = []
     for res in results:
-        if isinstance(res, NonFiniteError):
-            out.append({"ok": False, "error": f"NonFiniteError: {res}"})
+        if isinstance(res, BaseException):
+            out.append(f"{type(res).__name__}: {res}")
         else:
-            values = {k: res[k].values[0] for k in res.data_vars}
-            out.append({"ok": True, "values": values, "time": res.t.values, "seconds": seconds})
+            res.attrs["seconds"] = seconds
+            out.append(res)
     return out
 
 
-def _configure_worker_jax() -> None:
-    """Enable JAX's persistent compilation cache in this process (idempotent)."""
+def configure_compilation_cache() -> None:
+    """Enable JAX's persistent compilation cache in this process (idempotent); the folder is
+    ``$SGDLAB_JAX_CACHE`` or ``~/.cache/sgdlab/jax``."""
     import jax
 
     cache = os.environ.get("SGDLAB_JAX_CACHE", str(Path.home() / ".cache" / "sgdlab" / "jax"))
@@ -163,40 +160,73 @@ def _configure_worker_jax() -> None:
 # ----------------------------------------------------------------------------- the store
 
 
-def _template(plan: Plan, names: list[str], seeds: list[int], times: np.ndarray) -> xr.Dataset:
+def _quiet_zarr():
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+    return ctx
+
+
+def _is_numeric(da: xr.DataArray) -> bool:
+    return da.dtype.kind in "biuf"
+
+
+def _template(plan: Plan, first: xr.Dataset | None) -> xr.Dataset:
+    """The store of the whole grid: NaN data, pending status, the point's dims after the sweep's."""
     import dask.array as da
 
-    shape = plan.shape
-    sweep_dims = [name for name, _ in plan.dims]
-    full = shape + (1, len(seeds), len(times))
-    chunks = (1,) * len(shape) + (1, len(seeds), len(times))
-    dims = sweep_dims + ["method", "seed", "t"]
-    data_vars = {k: (dims, da.full(full, np.nan, chunks=chunks)) for k in names}
-    data_vars["time"] = (sweep_dims + ["t"], da.full(shape + (len(times),), np.nan, chunks=(1,) * len(shape) + (len(times),)))
-    data_vars["status"] = (sweep_dims, da.zeros(shape, dtype=np.int8, chunks=(1,) * len(shape)))
+    shape, sweep_dims = plan.shape, plan.sweep_dims
+    one = (1,) * len(shape)
+    data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {name: values for name, values in plan.dims}
-    coords.update({"method": ["sim"], "seed": np.asarray(seeds, dtype=np.int64), "t": times})
     for key, values in plan.zip_coords.items():
         coords[key] = ("zip", values)
+    if first is not None:
+        for name, var in first.data_vars.items():
+            if _is_numeric(var):
+                data_vars[name] = (sweep_dims + list(var.dims), da.full(shape + var.shape, np.nan, chunks=one + var.shape), var.attrs)
+        if "t" in first.dims:
+            n_t = first.sizes["t"]
+            data_vars["time"] = (sweep_dims + ["t"], da.full(shape + (n_t,), np.nan, chunks=one + (n_t,)))
+        for name, c in first.coords.items():
+            if name in coords:
+                continue
+            if name not in first.dims and _is_numeric(c):  # may differ between points: one per point
+                data_vars[name] = (sweep_dims + list(c.dims), da.full(shape + c.shape, np.nan, chunks=one + c.shape), c.attrs)
+            else:
+                coords[name] = (c.dims, c.values, c.attrs)
+    data_vars["status"] = (sweep_dims, da.zeros(shape, dtype=np.int8, chunks=one))
     ds = xr.Dataset(data_vars, coords=coords)
-    ds["method"] = ds["method"].astype(object)
+    for name in list(ds.coords):
+        if ds[name].dtype.kind == "U":
+            ds[name] = ds[name].astype(object)
     ds.attrs = {
+        "kind": "sweep",
+        "study": plan.study.name,
+        "study_ref": plan.study.ref,
         "config": plan.base.to_json(),
         "sweep_hash": plan.base.config_hash(),
         "sweep_dims": json.dumps(sweep_dims),
-        "sgdlab_version": __version__,
-        "kind": "sweep",
+        **{k: v for k, v in (first.attrs if first is not None else {}).items() if k in ("sgdlab_version", "jax_version", "backend")},
     }
     return ds
 
 
-def _marker_dir(store: Path) -> Path:
-    return store / MARKERS
+def _create_store(store: Path, template: xr.Dataset) -> None:
+    """Write the template (metadata only) beside ``store`` and rename it into place."""
+    tmp = store.with_name(f".{store.name}.tmp-{uuid.uuid4().hex[:8]}")
+    ctx = _quiet_zarr()
+    try:
+        template.to_zarr(tmp, mode="w", compute=False, consolidated=True)
+    finally:
+        ctx.__exit__(None, None, None)
+    tmp.rename(store)
 
 
 def read_markers(store: str | Path) -> dict[int, dict]:
     """The per-point markers of a sweep store: ``{flat index: marker dict}``."""
-    folder = _marker_dir(Path(store))
+    folder = Path(store) / MARKERS
     out = {}
     if folder.is_dir():
         for f in folder.glob("[0-9]*.json"):
@@ -204,8 +234,9 @@ def read_markers(store: str | Path) -> dict[int, dict]:
     return out
 
 
-def _write_marker(store: Path, point: Point, status: str, error: str | None = None, seconds: float | None = None) -> None:
-    folder = _marker_dir(store)
+def _write_marker(store: Path, point: Point, status: str, error: str | None = None, seconds: float | None = None,
+                  attrs: dict | None = None) -> None:
+    folder = store / MARKERS
     if not folder.is_dir():
         folder.mkdir()
         # an empty zarr group, so that zarr readers see a known node and not a stray folder
@@ -217,6 +248,7 @@ def _write_marker(store: Path, point: Point, status: str, error: str | None = No
         "config_hash": point.config_hash,
         "error": error,
         "seconds": seconds,
+        "attrs": {k: v for k, v in (attrs or {}).items() if k != "config" and isinstance(v, (str, int, float, bool))},
         "finished_at": time.time(),
     }
     tmp = folder / f".{point.flat}.json.tmp"
@@ -224,30 +256,41 @@ def _write_marker(store: Path, point: Point, status: str, error: str | None = No
     tmp.replace(folder / f"{point.flat}.json")
 
 
-def _write_point(group, plan: Plan, point: Point, result: dict | None) -> None:
+def _check_fits(group, ds: xr.Dataset) -> str | None:
+    """Why the point Dataset ``ds`` does not fit the store (``None`` when it does)."""
+    for name, var in ds.data_vars.items():
+        if not _is_numeric(var):
+            continue
+        if name not in group:
+            return f"variable {name!r} is not in the store (every point must give the same variables)"
+        want = group[name].shape[-var.ndim:] if var.ndim else ()
+        if tuple(want) != var.shape:
+            return f"variable {name!r} has shape {var.shape}, the store's points have {tuple(want)}"
+    return None
+
+
+def _write_point(group, point: Point, ds: xr.Dataset | None) -> None:
     """Write one point's region (its own chunks) into the open zarr group, status last."""
     idx = tuple(point.index)
-    if result:
-        for k, v in result["values"].items():
-            group[k][idx] = np.asarray(v, dtype=np.float64)[None]  # (method=1, seed, t)
-        group["time"][idx] = np.asarray(result["time"], dtype=np.float64)
-    group["status"][idx] = DONE if result else FAILED
-
-
-def _open_group(store: Path):
-    import zarr
-
-    return zarr.open_group(str(store), mode="r+")
+    if ds is not None:
+        for name, var in [*ds.data_vars.items(), *((n, c) for n, c in ds.coords.items() if n not in ds.dims)]:
+            if _is_numeric(var) and name in group:
+                group[name][idx] = np.asarray(var.values, dtype=np.float64)
+        if "t" in ds.dims and "time" in group:
+            group["time"][idx] = np.asarray(ds["t"].values, dtype=np.float64)
+    group["status"][idx] = DONE if ds is not None else FAILED
 
 
 # ----------------------------------------------------------------------------- execution
 
 
-def _make_client(scheduler: str | None, workers: int | None, dashboard: bool):
+def make_client(scheduler: str | None, workers: int | None, dashboard: bool = False):
+    """``(client, cluster)``: a client of ``scheduler``, or of a new ``LocalCluster`` of
+    ``workers`` single-threaded processes (``cluster`` is ``None`` for an existing scheduler)."""
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler), None
+        return Client(scheduler, timeout="20s"), None
     saved = {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS")}
     # one thread per worker process: flags must be in the environment before JAX is imported there
     os.environ["XLA_FLAGS"] = ((saved["XLA_FLAGS"] or "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
@@ -282,8 +325,50 @@ class SweepSummary:
     errors: dict[str, str] = field(default_factory=dict)
 
 
+class _Writer:
+    """The client side: creates the store at the first result, writes regions and markers."""
+
+    def __init__(self, plan: Plan, store: Path):
+        self.plan, self.store = plan, store
+        self.group = self._open() if store.exists() else None
+        self.waiting: list[tuple[Point, str]] = []  # failures before the store exists
+
+    def _open(self):
+        import zarr
+
+        return zarr.open_group(str(self.store), mode="r+")
+
+    def _ensure(self, first: xr.Dataset | None) -> None:
+        if self.group is None:
+            _create_store(self.store, _template(self.plan, first))
+            self.group = self._open()
+            for point, msg in self.waiting:
+                self.failed(point, msg)
+            self.waiting = []
+
+    def done(self, point: Point, ds: xr.Dataset) -> None:
+        self._ensure(ds)
+        why = _check_fits(self.group, ds)
+        if why is not None:
+            return self.failed(point, why)
+        _write_point(self.group, point, ds)
+        _write_marker(self.store, point, "done", seconds=ds.attrs.get("seconds"), attrs=ds.attrs)
+
+    def failed(self, point: Point, msg: str) -> None:
+        if self.group is None:
+            self.waiting.append((point, msg))
+            return
+        _write_point(self.group, point, None)
+        _write_marker(self.store, point, "failed", error=msg)
+
+    def close(self) -> None:
+        if self.waiting:
+            self._ensure(None)
+
+
 def run_sweep(
-    config: Config | dict | str | Path,
+    study: Study,
+    config: ExperimentConfig | dict | str | Path,
     store: str | Path,
     *,
     scheduler: str | None = None,
@@ -293,94 +378,83 @@ def run_sweep(
     progress: Callable[[int, int], None] | None = None,
     client=None,
 ) -> SweepSummary:
-    """Run (or resume) the sweep of ``config`` into the zarr ``store``; see the module doc.
+    """Run (or resume) the sweep of ``config`` (a config of ``study`` with a ``[sweep]`` table)
+    into the zarr ``store``; see the module doc.
 
-    ``client``: an existing ``dask.distributed.Client`` (else one is made from ``scheduler`` or
-    a ``LocalCluster`` with ``workers`` processes). ``progress(done, total)`` after each point.
+    ``workers=0`` computes in this process; otherwise tasks go to ``client`` (an existing
+    ``dask.distributed.Client``), to ``scheduler``, or to a new ``LocalCluster`` with ``workers``
+    processes (default one per core). ``progress(done, total)`` after each point.
     """
     start = time.perf_counter()
-    cfg = load_config(config)
-    plan = plan_sweep(cfg)
+    cfg = study.load(config)
+    plan = plan_sweep(study, cfg)
     store = Path(store)
+    if workers is not None and workers < 0:
+        raise ConfigError(f"workers={workers} must be >= 0 (0: compute in this process)")
     markers: dict[int, dict] = {}
     if store.exists():
         existing = _open_attrs(store)
         if overwrite:
-            import shutil
-
             shutil.rmtree(store)
-        elif existing.get("sweep_hash") != cfg.config_hash():
+        elif existing.get("sweep_hash") != cfg.config_hash() or existing.get("study") != study.name:
             raise ConfigError(
                 f"{store} holds a different sweep (config hash {existing.get('sweep_hash')} != {cfg.config_hash()}); "
                 "use another store or --overwrite"
             )
         else:
             markers = read_markers(store)
-    valid = [p for p in plan.points if p.config is not None]
-    if not store.exists():
-        if not valid:
-            raise ConfigError("no valid point in the sweep:\n" + "\n".join(p.error or "" for p in plan.points))
-        first = valid[0].config
-        times = np.arange(first.algorithm.n_saves + 1) * first.algorithm.save_every * first.algorithm.eta
-        shapes = {(len(p.config.simulation.seed_list), p.config.algorithm.n_saves) for p in valid}
-        if len(shapes) > 1:
-            raise ConfigError(f"sweep points must share the number of seeds and of saved times; got {sorted(shapes)}")
-        from sgdlab.dmft.simulation import observable_names
-
-        names = list(observable_names(first.simulation.test_samples))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-            _template(plan, names, first.simulation.seed_list, times).to_zarr(store, mode="w", compute=False, consolidated=True)
-        # unwritten chunks read as their fill values: NaN for the data, 0 (pending) for status
-    zgroup = _open_group(store)
-    done_ok = {i for i, m in markers.items() if m["status"] == "done"}
-    skipped = 0
-    todo = []
+    if not any(p.config is not None for p in plan.points) and not store.exists():
+        raise ConfigError("no valid point in the sweep:\n" + "\n".join(p.error or "" for p in plan.points))
+    writer = _Writer(plan, store)
+    skipped, todo = 0, []
     for p in plan.points:
-        if p.flat in done_ok and markers[p.flat].get("config_hash") == p.config_hash:
+        m = markers.get(p.flat)
+        if m is not None and m.get("status") == "done" and m.get("config_hash") == p.config_hash:
             skipped += 1
         elif p.config is None:
-            _write_point(zgroup, plan, p, None)
-            _write_marker(store, p, "failed", error=p.error)
+            writer.failed(p, p.error or "invalid config")
         else:
             todo.append(p)
-    total, finished = len(plan.points), skipped + (len(plan.points) - skipped - len(todo))
+    total, finished = len(plan.points), len(plan.points) - len(todo)
     if progress:
         progress(finished, total)
-    if todo:
+
+    def record(batch: list[Point], results: list) -> None:
+        nonlocal finished
+        for p, res in zip(batch, results):
+            if isinstance(res, xr.Dataset):
+                writer.done(p, res)
+            else:
+                writer.failed(p, str(res))
+            finished += 1
+            if progress:
+                progress(finished, total)
+
+    groups = _groups(plan, todo) if todo else []
+    if groups and workers == 0 and client is None and not scheduler:
+        for batch in groups:
+            record(batch, run_points(study.ref, [p.config.to_json() for p in batch]))
+    elif groups:
         own = client is None
         cluster = None
         if own:
-            client, cluster = _make_client(scheduler, workers, dashboard)
+            client, cluster = make_client(scheduler, workers, dashboard)
         try:
             from dask.distributed import as_completed
 
-            futures = {}
-            for batch in _groups(plan, todo):
-                fut = client.submit(run_points, [p.config.to_json() for p in batch], pure=False)
-                futures[fut] = batch
+            futures = {client.submit(run_points, study.ref, [p.config.to_json() for p in b], pure=False): b for b in groups}
             for fut in as_completed(futures):
-                batch = futures[fut]
                 try:
                     results = fut.result()
                 except Exception as err:  # the worker died or the task could not run
-                    results = [{"ok": False, "error": f"{type(err).__name__}: {err}"}] * len(batch)
-                for p, res in zip(batch, results):
-                    if res["ok"]:
-                        _write_point(zgroup, plan, p, res)
-                        _write_marker(store, p, "done", seconds=res["seconds"])
-                    else:
-                        _write_point(zgroup, plan, p, None)
-                        _write_marker(store, p, "failed", error=res["error"])
-                    finished += 1
-                    if progress:
-                        progress(finished, total)
+                    results = [f"{type(err).__name__}: {err}"] * len(futures[fut])
+                record(futures[fut], results)
         finally:
             if own:
                 client.close()
                 if cluster is not None:
                     cluster.close()
+    writer.close()
     summary = sweep_status(store)
     summary.skipped = skipped
     summary.seconds = time.perf_counter() - start
@@ -388,10 +462,20 @@ def run_sweep(
 
 
 def _open_attrs(store: Path) -> dict:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+    ctx = _quiet_zarr()
+    try:
         with xr.open_zarr(store, consolidated=False) as ds:
             return dict(ds.attrs)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def is_sweep_store(store: str | Path) -> bool:
+    """Whether ``store`` is a zarr store written by :func:`run_sweep`."""
+    try:
+        return _open_attrs(Path(store)).get("kind") == "sweep"
+    except Exception:
+        return False
 
 
 def sweep_status(store: str | Path) -> SweepSummary:
@@ -400,7 +484,10 @@ def sweep_status(store: str | Path) -> SweepSummary:
     if not store.exists():
         raise FileNotFoundError(f"no sweep store at {str(store)!r}")
     attrs = _open_attrs(store)
-    plan = plan_sweep(load_config(json.loads(attrs["config"])))
+    if attrs.get("kind") != "sweep":
+        raise ConfigError(f"{store} is not a sweep store (it holds a single run of study {attrs.get('study', '?')!r})")
+    study = study_from_ref(attrs["study_ref"])
+    plan = plan_sweep(study, study.load(json.loads(attrs["config"])))
     markers = read_markers(store)
     done = sum(1 for p in plan.points if markers.get(p.flat, {}).get("status") == "done")
     failed = {p.flat: markers[p.flat] for p in plan.points if markers.get(p.flat, {}).get("status") == "failed"}

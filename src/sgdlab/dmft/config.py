@@ -21,24 +21,18 @@ Rules beyond the per-key ranges (each raises :class:`ConfigError` naming the key
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sgdlab.core.errors import ConfigError
+from sgdlab.core.config import ExperimentConfig, Section, validate_config
+from sgdlab.core.errors import ConfigError  # noqa: F401  (re-exported: the error of every loader)
 from sgdlab.dmft.batch_mask import mask_chain
 from sgdlab.dmft.problem import GaussianMixture
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-
-class ProblemConfig(_Section):
+class ProblemConfig(Section):
     """``[problem]``: the Gaussian-mixture classification task."""
 
     name: Literal["gaussian_mixture"] = "gaussian_mixture"
@@ -68,7 +62,7 @@ class ProblemConfig(_Section):
         return GaussianMixture(**self.model_dump(exclude={"name"}))
 
 
-class AlgorithmConfig(_Section):
+class AlgorithmConfig(Section):
     """``[algorithm]``: the training algorithm and its time grid ``t = k eta``."""
 
     name: Literal["gd", "sgd", "persistent_sgd", "sgf", "langevin"] = "persistent_sgd"
@@ -123,9 +117,10 @@ class AlgorithmConfig(_Section):
         return self.n_steps // self.save_every
 
 
-class SimulationConfig(_Section):
+class SimulationConfig(Section):
     """``[simulation]``: size, seeds and precision of the direct simulation."""
 
+    enabled: bool = Field(True, description="run the direct simulation; false: the [theory] methods only (e.g. a DMFT phase diagram)")
     d: int = Field(2000, ge=2, description="dimension, in [2, inf)")
     seeds: int | list[int] = Field(8, description="number of seeds (0..n-1) or an explicit list of seeds")
     dtype: Literal["float32", "float64"] = "float32"
@@ -151,7 +146,7 @@ class SimulationConfig(_Section):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
-class TheoryConfig(_Section):
+class TheoryConfig(Section):
     """``[theory]``: which theories to solve beside the simulation, and the DMFT solver's options."""
 
     methods: list[Literal["dmft"]] = Field(default_factory=list, description="theories to compute, e.g. [\"dmft\"]")
@@ -171,63 +166,18 @@ class TheoryConfig(_Section):
         return v
 
 
-SWEEPABLE_SECTIONS = ("problem", "algorithm", "simulation", "theory")
+class Config(ExperimentConfig):
+    """A full experiment; ``Config()`` is the built-in default experiment (without the DMFT)."""
 
+    fixed_keys: ClassVar[dict[str, str]] = {
+        "simulation.seeds": "seeds are the seed dimension of every point",
+        "problem.name": "a sweep varies one problem's parameters",
+    }
 
-class SweepConfig(_Section):
-    """``[sweep]``: a grid of experiments.
-
-    Dotted keys directly in ``[sweep]`` (``"algorithm.batch_fraction" = [0.1, 0.2, 0.5]``) form a
-    Cartesian product (one store dimension each, named by the key); the ``[sweep.zip]`` table holds
-    lists of equal length varied together (one dimension ``zip``). Seeds stay the ``seed``
-    dimension of every point (``simulation.seeds``).
-    """
-
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    zip: dict[str, list[Any]] = Field(default_factory=dict)
-    points_per_task: int = Field(8, ge=1, description="points of equal structure vmapped in one task, in [1, inf)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _dotted_keys_are_grid_axes(cls, data):
-        if isinstance(data, dict):
-            data = dict(data)
-            grid = dict(data.pop("grid", {}) or {})
-            for key in [k for k in data if "." in k]:
-                grid[key] = data.pop(key)
-            data["grid"] = grid
-        return data
-
-    @model_validator(mode="after")
-    def _check_axes(self):
-        if not self.grid and not self.zip:
-            raise ValueError("a sweep needs at least one axis, e.g. \"algorithm.batch_fraction\" = [0.1, 0.5]")
-        lengths = {len(v) for v in self.zip.values()}
-        if len(lengths) > 1:
-            raise ValueError(f"zip lists must have equal lengths (got {sorted(lengths)})")
-        for key, values in list(self.grid.items()) + list(self.zip.items()):
-            section, _, field = key.partition(".")
-            if section not in SWEEPABLE_SECTIONS or field not in _SECTION_FIELDS[section]:
-                raise ValueError(f"sweep axis {key!r} is not a config key (use section.key with section in {SWEEPABLE_SECTIONS})")
-            if key in ("simulation.seeds", "problem.name"):
-                raise ValueError(f"{key} cannot be a sweep axis (seeds are the seed dimension of every point)")
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"sweep axis {key!r} needs a non-empty list of values")
-        if set(self.grid) & set(self.zip):
-            raise ValueError(f"keys both in the grid and in zip: {sorted(set(self.grid) & set(self.zip))}")
-        return self
-
-
-class Config(_Section):
-    """A full experiment; ``Config()`` is the built-in default experiment."""
-
-    name: str = "default"
-    description: str = ""
     problem: ProblemConfig = Field(default_factory=ProblemConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     theory: TheoryConfig = Field(default_factory=TheoryConfig)
-    sweep: SweepConfig | None = None
 
     @model_validator(mode="after")
     def _theory_fits_the_grid(self):
@@ -238,93 +188,19 @@ class Config(_Section):
                     f"theory.samples={self.theory.samples} must be >= 2 (n_steps + 1) = {need} for the DMFT's "
                     "response regression; raise it or shorten the horizon"
                 )
+        if not self.simulation.enabled and not self.theory.methods:
+            raise ValueError("simulation.enabled = false needs a theory: set theory.methods = [\"dmft\"]")
         return self
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys) of the resolved config."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
-    def config_hash(self) -> str:
-        """Short hash of the canonical JSON: identifies an experiment."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
-
-
-_SECTION_FIELDS = {
-    "problem": set(ProblemConfig.model_fields),
-    "algorithm": set(AlgorithmConfig.model_fields),
-    "simulation": set(SimulationConfig.model_fields),
-    "theory": set(TheoryConfig.model_fields),
-}
-
-
-def _format_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
-        msg = e["msg"].removeprefix("Value error, ")
-        got = e.get("input")
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (not a config key of this section)")
-        elif isinstance(got, (int, float, str)) and not isinstance(got, bool):
-            lines.append(f"{loc or 'config'}: {msg} (got {got!r})")
-        else:
-            lines.append(f"{loc or 'config'}: {msg}")
-    return "invalid config:\n  " + "\n  ".join(lines)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The table of a TOML config file, with ``name`` defaulting to the file's stem.
-
-    Raises :class:`ConfigError` for a missing file or invalid TOML.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    data.setdefault("name", path.stem)
-    return data
-
-
-def merge_tables(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Merge the nested table ``extra`` into ``base`` (in place, ``extra`` wins); returns ``base``.
-
-    Used for ``--set section.key=value`` overrides on top of a TOML file.
-    """
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge_tables(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def validate_config(model: type[BaseModel], source: BaseModel | dict[str, Any] | str | Path) -> BaseModel:
-    """Validate ``source`` (an instance of ``model``, a dict of TOML keys or a TOML path) as
-    ``model``; every config type of sgdlab is loaded through here.
-
-    Raises :class:`ConfigError` with one line per problem, each naming the key.
-    """
-    if isinstance(source, model):
-        return source
-    if isinstance(source, (str, Path)):
-        source = read_toml(source)
-    try:
-        return model.model_validate(source)
-    except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
 
 
 def load_config(source: Config | dict[str, Any] | str | Path | None = None) -> Config:
     """A validated :class:`Config` from a Config, a dict, a TOML path, or ``None`` (the built-in
-    default experiment ``examples/default.toml``: the model defaults plus DMFT beside the simulation).
+    default experiment ``examples/run/default.toml``: the model defaults plus DMFT beside the simulation).
 
     Raises :class:`ConfigError` with one line per problem, each naming the key.
     """
     if source is None:
         from importlib import resources
 
-        source = Path(str(resources.files("sgdlab") / "examples" / "default.toml"))
+        source = Path(str(resources.files("sgdlab") / "examples" / "run" / "default.toml"))
     return validate_config(Config, source)

@@ -12,13 +12,12 @@ import json
 import math
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from sgdlab import __version__
-from sgdlab.core.errors import NonFiniteError
+from sgdlab.core.errors import ConfigError, NonFiniteError
+from sgdlab.core.provenance import provenance
 from sgdlab.dmft.config import Config, load_config
 from sgdlab.dmft.simulation import batched, observable_names, seed_keys, simulation_setup, tile_params
 
@@ -41,30 +40,58 @@ ProgressFn = Callable[[int, int], None]
 def run(
     config: Config | dict[str, Any] | str | None = None,
     progress: ProgressFn | None = None,
-    simulation: bool = True,
+    simulation: bool | None = None,
 ) -> xr.Dataset:
     """Run ``config`` (a :class:`~sgdlab.dmft.config.Config`, a dict of TOML keys, a TOML path or
     ``None`` for the built-in default experiment) and return its Dataset.
 
     Dims ``(method, seed, t)``: ``method`` holds ``"sim"`` (the direct simulation, unless
-    ``simulation=False``) and every theory of ``[theory] methods`` (e.g. ``"dmft"``, whose curves
-    are repeated along ``seed``: a theory has no seed). Variables ``m, q, train_loss,
-    train_error, test_loss, test_error`` for every method, ``batch_occupancy`` (plus
-    ``*_sampled`` with a sampled test set) for the simulation, and for the DMFT ``C, R`` over
-    ``(method, t, t_prime)`` and ``residual`` over ``(method, iteration)``. Attrs ``config``
-    (JSON), ``sgdlab_version``, and per theory ``<method>_converged``.
-    ``progress(done, total)`` is called after each simulation chunk. Raises
-    :class:`NonFiniteError` at the first saved time where a simulated quantity is NaN or inf.
+    ``simulation.enabled = false`` or ``simulation=False``) and every theory of ``[theory]
+    methods`` (e.g. ``"dmft"``, whose curves are repeated along ``seed`` when there is a
+    simulation: a theory has no seed; without a simulation the dims are ``(method, t)``).
+    Variables ``m, q, train_loss, train_error, test_loss, test_error`` for every method,
+    ``batch_occupancy`` (plus ``*_sampled`` with a sampled test set) for the simulation, and for
+    the DMFT ``C, R`` over ``(method, t, t_prime)`` and ``residual`` over ``(method, iteration)``.
+    Attrs: the standard provenance (``config``, ``config_hash``, ``study = "dmft"``, ``status``,
+    versions) and per theory ``<method>_converged``. ``progress(done, total)`` is called after
+    each simulation chunk. Raises :class:`NonFiniteError` at the first saved time where a
+    simulated quantity is NaN or inf (its ``partial`` keeps the run up to that time).
     """
     cfg = load_config(config)
+    if simulation is not None and simulation != cfg.simulation.enabled:
+        cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"enabled": simulation})})
     parts = []
-    if simulation:
+    if cfg.simulation.enabled:
         parts.append(simulate(cfg, progress))
     for method in cfg.theory.methods:
         parts.append(solve_theory(cfg, method))
     if not parts:
-        raise ValueError("nothing to run: simulation=False and no [theory] methods")
+        raise ConfigError("nothing to run: simulation.enabled = false and no [theory] methods")
     return combine(parts, cfg)
+
+
+def run_many(cfgs: list[Config]) -> list[xr.Dataset | Exception]:
+    """The Datasets of several configs of one structure (sweep points; see :func:`group_key`):
+    their simulations in one vmapped program, then each config's theories. A failed config
+    gives its exception in place of a Dataset; the others are unaffected."""
+    sims: list[Any] = simulate_many(cfgs, max_chunks=1) if cfgs[0].simulation.enabled else [None] * len(cfgs)
+    out: list[xr.Dataset | Exception] = []
+    for cfg, sim in zip(cfgs, sims):
+        if isinstance(sim, Exception):
+            out.append(sim)
+            continue
+        try:
+            parts = ([sim] if sim is not None else []) + [solve_theory(cfg, m) for m in cfg.theory.methods]
+            out.append(combine(parts, cfg))
+        except Exception as err:  # e.g. a DMFT that cannot be solved at this point
+            out.append(err)
+    return out
+
+
+def group_key(cfg: Config):
+    """Configs with equal keys share one compiled simulation in :func:`run_many`."""
+    spec = simulation_inputs(cfg)[0] if cfg.simulation.enabled else None
+    return (spec, cfg.algorithm.n_saves, cfg.simulation.enabled, tuple(cfg.theory.methods))
 
 
 def dmft_inputs(cfg: Config):
@@ -253,14 +280,7 @@ def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> 
 
 
 def _base_attrs(cfg: Config) -> dict:
-    return {
-        "config": cfg.to_json(),
-        "config_hash": cfg.config_hash(),
-        "sgdlab_version": __version__,
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "status": "complete",
-    }
+    return provenance(cfg, study="dmft")
 
 
 def config_of(ds: xr.Dataset) -> Config:

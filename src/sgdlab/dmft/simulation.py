@@ -6,6 +6,9 @@ compilation and can be vmapped together (:func:`batched`):
 
 - ``init(spec, params, key) -> (SimData, SimState)``: draws one seed's centroid, data, initial
   weights and batch mask from ``fold_in(key, i)`` streams;
+- ``step(spec, params, data, key, state)``: one step, a thin call of :func:`step_streams`, THE
+  step (explicit mask/noise streams, optional :class:`Tangent` for the linear response), shared
+  with the replicas and the linear response of :mod:`sgdlab.dmft.noise_sim`;
 - ``advance(spec, params, data, key, state, n_blocks) -> (state, obs)``: ``n_blocks`` blocks of
   ``save_every`` steps each, by nested ``lax.scan``; returns the order parameters at the *end* of
   each block. Only scalars per saved time are kept, never the weights history.
@@ -38,6 +41,8 @@ from sgdlab.dmft import problem as gm
 
 # Independent random streams of one seed: fold_in(key(seed), STREAM).
 STREAM_CENTROID, STREAM_DATA, STREAM_INIT, STREAM_MASK, STREAM_NOISE, STREAM_TEST = range(6)
+#: Stream of the replicas' own mask/noise keys (replica r >= 1): fold_in(fold_in(key, 16), r).
+STREAM_REPLICA = 16
 
 OBSERVABLES = ("m", "q", "train_loss", "train_error", "test_loss", "test_error", "batch_occupancy")
 SAMPLED_OBSERVABLES = ("test_loss_sampled", "test_error_sampled")
@@ -175,19 +180,63 @@ def init(spec: SimSpec, params: SimParams, key: jax.Array) -> tuple[SimData, Sim
     return SimData(train, x_test, y_test), SimState(w, h, s, jnp.zeros((), jnp.int32))
 
 
-def step(spec: SimSpec, params: SimParams, data: SimData, key: jax.Array, state: SimState) -> SimState:
-    """One step: data gradient on the batch, update (+ Langevin noise), next mask, new ``h``."""
+class Tangent(NamedTuple):
+    """Tangent vectors pushed forward by the linearised dynamics (linear response): ``w (P, d)``
+    and their pre-activations ``h = x w / sqrt(d)`` ``(P, n)``, carried like :attr:`SimState.h`
+    so that one step reads the data twice for the state and all ``P`` tangents together."""
+
+    w: jax.Array
+    h: jax.Array
+
+
+def replica_keys(key: jax.Array, n_replicas: int) -> tuple[jax.Array, jax.Array]:
+    """``(mask_keys, noise_keys)``, each ``(n_replicas,)`` typed keys: replica 0 has the seed's own
+    ``MASK``/``NOISE`` streams; replica ``r >= 1`` the streams of ``fold_in(fold_in(key, STREAM_REPLICA), r)``."""
+    masks, noises = [jax.random.fold_in(key, STREAM_MASK)], [jax.random.fold_in(key, STREAM_NOISE)]
+    for r in range(1, n_replicas):  # static loop over replicas (not over time)
+        base = jax.random.fold_in(jax.random.fold_in(key, STREAM_REPLICA), r)
+        masks.append(jax.random.fold_in(base, STREAM_MASK))
+        noises.append(jax.random.fold_in(base, STREAM_NOISE))
+    return jnp.stack(masks), jnp.stack(noises)
+
+
+def step_streams(spec: SimSpec, params: SimParams, data: SimData, mask_key: jax.Array, noise_key: jax.Array,
+                 state: SimState, tangent: Tangent | None = None):
+    """THE step of the simulator, with explicit mask and noise base keys: data gradient on the
+    batch, update (+ Langevin noise ``fold_in(noise_key, k)``), next mask (``fold_in(mask_key,
+    k + 1)``), new ``h``. :func:`step` calls it with the seed's own streams; the replicas of
+    :mod:`sgdlab.dmft.noise_sim` with theirs (:func:`replica_keys`).
+
+    With ``tangent``, returns ``(state, tangent)``: also the image of the tangents under the
+    linearised step (masks and noise fixed): ``h_t <- loss''(y, h) s h_t`` enters the data
+    gradient, and the update is affine in ``(w, g)``. The state and the ``P`` tangents share one
+    ``X^T [.]`` and one ``X [.]`` product."""
     sqrt_d = np.sqrt(spec.d).astype(state.w.dtype)
-    dloss = losses.derivative(gm.sample_loss(_problem(spec, params)))
+    loss = gm.sample_loss(_problem(spec, params))
     x, y = data.train.x, data.train.y
-    g = x.T @ jnp.where(state.s, dloss(y, state.h), 0.0) / sqrt_d
     rule = UpdateRule(*(jnp.asarray(r, state.w.dtype) for r in params.rule))
-    noise_key = jax.random.fold_in(jax.random.fold_in(key, STREAM_NOISE), state.k) if spec.langevin else None
-    w = apply_update(rule, state.w, g, noise_key)
+    nk = jax.random.fold_in(noise_key, state.k) if spec.langevin else None
+    r = jnp.where(state.s, losses.derivative(loss)(y, state.h), 0.0)
+    if tangent is None:
+        w = apply_update(rule, state.w, x.T @ r / sqrt_d, nk)
+        h = x @ w / sqrt_d
+    else:
+        rt = jnp.where(state.s, losses.derivative(loss, 2)(y, state.h), 0.0) * tangent.h  # (P, n)
+        g = jnp.concatenate([r[None], rt]) @ x / sqrt_d  # (P+1, d)
+        w = apply_update(rule, state.w, g[0], nk)
+        wt = apply_update(rule, tangent.w, g[1:], None)  # the linear part of the affine update
+        hh = jnp.concatenate([w[None], wt]) @ x.T / sqrt_d  # (P+1, n)
+        h, tangent = hh[0], Tangent(wt, hh[1:])
     s = state.s
     if not spec.full_batch:
-        s = step_mask(jax.random.fold_in(jax.random.fold_in(key, STREAM_MASK), state.k + 1), params.chain, s)
-    return SimState(w, x @ w / sqrt_d, s, state.k + 1)
+        s = step_mask(jax.random.fold_in(mask_key, state.k + 1), params.chain, s)
+    new = SimState(w, h, s, state.k + 1)
+    return new if tangent is None else (new, tangent)
+
+
+def step(spec: SimSpec, params: SimParams, data: SimData, key: jax.Array, state: SimState) -> SimState:
+    """One step of the seed ``key``: :func:`step_streams` with the seed's own mask and noise streams."""
+    return step_streams(spec, params, data, jax.random.fold_in(key, STREAM_MASK), jax.random.fold_in(key, STREAM_NOISE), state)
 
 
 def observe(spec: SimSpec, params: SimParams, data: SimData, state: SimState) -> dict:

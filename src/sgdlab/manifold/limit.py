@@ -7,20 +7,21 @@ zero loss?", ICLR 2022 (section 4: derivatives of ``Phi`` and the limiting diffu
 Katzenberger's theorem; section 5: label noise); Katzenberger, Ann. Probab. 19 (1991). sgdlab spec
 ``04_zero_loss_manifold.md``.
 
-Setting. ``w_{k+1} = w_k - alpha grad_w L_hat(w_k, eta_k)``, ``L_hat(w, 0) = L(w)``, ``eta_k`` of
-mean 0 and covariance ``sigma^2 R`` (``R`` the correlation, the identity unless stated). Gamma =
+Setting. ``w_{k+1} = w_k - eta grad_w L_hat(w_k, zeta_k)``, ``L_hat(w, 0) = L(w)``, ``zeta_k`` of
+mean 0 and covariance ``sigma^2 R`` (``R`` the correlation, the identity unless stated); ``eta`` is
+the step size (the paper's alpha), ``zeta`` the injected noise. Gamma =
 ``{L = 0}`` (a manifold of critical points; the Hessian ``H`` has full rank on the normal space).
-Every function here takes the loss ``L(w)`` and the injected loss ``L_hat(w, eta)`` as plain JAX
-functions of flat arrays ``w (p,)``, ``eta (m,)``; it never imports the simulators of :mod:`sgdlab.manifold.noise`.
+Every function here takes the loss ``L(w)`` and the injected loss ``L_hat(w, zeta)`` as plain JAX
+functions of flat arrays ``w (p,)``, ``zeta (m,)``; it never imports the simulators of :mod:`sgdlab.manifold.noise`.
 
-- ``Reg(w) = (1/2) tr(R d^2_eta L_hat(w, 0))`` (the Laplacian in ``eta`` for ``R = I``) and
-  ``D(w) = d_w d_eta L_hat(w, 0)`` of shape ``(p, m)``; ``Sigma = D R D^T``.
+- ``Reg(w) = (1/2) tr(R d^2_zeta L_hat(w, 0))`` (the Laplacian in ``zeta`` for ``R = I``) and
+  ``D(w) = d_w d_zeta L_hat(w, 0)`` of shape ``(p, m)``; ``Sigma = D R D^T``.
 - ``Phi(w)`` = the end point of gradient flow ``dw/dt = -grad L`` from ``w``
   (:func:`gradient_flow_limit`); on Gamma ``dPhi = P_T``, the orthogonal projection on
   ``ker H`` (:func:`tangent_space`).
-- Non-degenerate noise (``P_T grad Reg != 0``): time ``tau = alpha sigma^2 k`` and the flow
+- Non-degenerate noise (``P_T grad Reg != 0``): time ``tau = eta sigma^2 k`` and the flow
   ``dW/dtau = -P_T grad Reg(W)`` on Gamma.
-- Degenerate noise (``P_T grad Reg = 0`` on Gamma): time ``tau = alpha^2 sigma^2 k`` and the SDE
+- Degenerate noise (``P_T grad Reg = 0`` on Gamma): time ``tau = eta^2 sigma^2 k`` and the SDE
   ``dW = dPhi D R^{1/2} dB + (1/2) d^2Phi[Sigma] dtau`` on Gamma, with (Li-Wang-Arora section 4,
   rederived in :func:`phi_second_derivative`) ::
 
@@ -81,9 +82,9 @@ CLASSIFY_ATOL = 1e-8
 
 NON_DEGENERATE, DEGENERATE, TRIVIAL = "non_degenerate", "degenerate", "trivial"
 TIME_SCALES = {
-    NON_DEGENERATE: "tau = alpha sigma^2 k",
-    DEGENERATE: "tau = alpha^2 sigma^2 k",
-    TRIVIAL: "none: no motion on tau = alpha sigma^2 k nor on tau = alpha^2 sigma^2 k",
+    NON_DEGENERATE: "tau = eta sigma^2 k",
+    DEGENERATE: "tau = eta^2 sigma^2 k",
+    TRIVIAL: "none: no motion on tau = eta sigma^2 k nor on tau = eta^2 sigma^2 k",
 }
 
 
@@ -209,31 +210,31 @@ def _corr(correlation, m):
     return jnp.eye(m) if correlation is None else jnp.asarray(correlation, jnp.float64)
 
 
-def regulariser(loss_hat: LossHatFn, eta_dim: int, correlation=None) -> LossFn:
-    """``Reg(w) = (1/2) tr(R d^2_eta L_hat(w, 0))``: a scalar function of ``w (p,)``
+def regulariser(loss_hat: LossHatFn, zeta_dim: int, correlation=None) -> LossFn:
+    """``Reg(w) = (1/2) tr(R d^2_zeta L_hat(w, 0))``: a scalar function of ``w (p,)``
     (Shalova et al. 2024, the regulariser of the non-degenerate limit; ``R = I`` by default)."""
-    r = _corr(correlation, eta_dim)
+    r = _corr(correlation, zeta_dim)
 
     def reg(w):
-        h_eta = jax.hessian(loss_hat, argnums=1)(w, jnp.zeros(eta_dim, w.dtype))
-        return 0.5 * jnp.sum(r * h_eta)
+        h_zeta = jax.hessian(loss_hat, argnums=1)(w, jnp.zeros(zeta_dim, w.dtype))
+        return 0.5 * jnp.sum(r * h_zeta)
 
     return reg
 
 
-def noise_coefficient(loss_hat: LossHatFn, eta_dim: int) -> Callable[[Array], Array]:
-    """``D(w) = d_w d_eta L_hat(w, 0)``, shape ``(p, m)``: the gradient noise is ``-alpha D eta``."""
+def noise_coefficient(loss_hat: LossHatFn, zeta_dim: int) -> Callable[[Array], Array]:
+    """``D(w) = d_w d_zeta L_hat(w, 0)``, shape ``(p, m)``: the gradient noise is ``-eta D zeta``."""
 
     def d(w):
-        g_eta = lambda v: jax.grad(loss_hat, argnums=1)(v, jnp.zeros(eta_dim, v.dtype))  # noqa: E731
-        return jax.jacfwd(g_eta)(w).T
+        g_zeta = lambda v: jax.grad(loss_hat, argnums=1)(v, jnp.zeros(zeta_dim, v.dtype))  # noqa: E731
+        return jax.jacfwd(g_zeta)(w).T
 
     return d
 
 
-def noise_covariance(loss_hat: LossHatFn, eta_dim: int, correlation=None) -> Callable[[Array], Array]:
+def noise_covariance(loss_hat: LossHatFn, zeta_dim: int, correlation=None) -> Callable[[Array], Array]:
     """``Sigma(w) = D R D^T``, shape ``(p, p)`` (the gradient-noise covariance per ``sigma^2``)."""
-    d, r = noise_coefficient(loss_hat, eta_dim), _corr(correlation, eta_dim)
+    d, r = noise_coefficient(loss_hat, zeta_dim), _corr(correlation, zeta_dim)
     return lambda w: d(w) @ r @ d(w).T
 
 
@@ -320,22 +321,22 @@ def _corr_from_key(key, m):
 
 
 @functools.lru_cache(maxsize=128)
-def _non_degenerate_drift(loss, loss_hat, eta_dim, rank, corr_key):
-    grad_reg = jax.grad(regulariser(loss_hat, eta_dim, _corr_from_key(corr_key, eta_dim)))
+def _non_degenerate_drift(loss, loss_hat, zeta_dim, rank, corr_key):
+    grad_reg = jax.grad(regulariser(loss_hat, zeta_dim, _corr_from_key(corr_key, zeta_dim)))
     return jax.jit(lambda w: -tangent_space(loss, w, rank).tangent @ grad_reg(w))
 
 
-def non_degenerate_drift(loss: LossFn, loss_hat: LossHatFn, eta_dim: int, rank: int, correlation=None) -> Callable[[Array], Array]:
+def non_degenerate_drift(loss: LossFn, loss_hat: LossHatFn, zeta_dim: int, rank: int, correlation=None) -> Callable[[Array], Array]:
     """``W -> -P_T grad Reg(W)``, shape ``(p,)``: the flow of the non-degenerate limit on
-    ``tau = alpha sigma^2 k`` (Shalova et al. 2024, non-degenerate theorem). Jitted; cached per
-    ``(loss, loss_hat, eta_dim, rank, correlation)`` (pass the same function objects to reuse it)."""
-    return _non_degenerate_drift(loss, loss_hat, eta_dim, rank, _corr_key(correlation))
+    ``tau = eta sigma^2 k`` (Shalova et al. 2024, non-degenerate theorem). Jitted; cached per
+    ``(loss, loss_hat, zeta_dim, rank, correlation)`` (pass the same function objects to reuse it)."""
+    return _non_degenerate_drift(loss, loss_hat, zeta_dim, rank, _corr_key(correlation))
 
 
 @functools.lru_cache(maxsize=128)
-def _degenerate_coefficients(loss, loss_hat, eta_dim, rank, corr_key):
-    d = noise_coefficient(loss_hat, eta_dim)
-    r = _corr_from_key(corr_key, eta_dim)
+def _degenerate_coefficients(loss, loss_hat, zeta_dim, rank, corr_key):
+    d = noise_coefficient(loss_hat, zeta_dim)
+    r = _corr_from_key(corr_key, zeta_dim)
     r_half = _sqrt_psd(r)
 
     def drift(w):
@@ -348,14 +349,14 @@ def _degenerate_coefficients(loss, loss_hat, eta_dim, rank, corr_key):
     return jax.jit(drift), jax.jit(diffusion)
 
 
-def degenerate_coefficients(loss: LossFn, loss_hat: LossHatFn, eta_dim: int, rank: int, correlation=None):
-    """``(drift, diffusion)`` of the degenerate limit on ``tau = alpha^2 sigma^2 k``:
+def degenerate_coefficients(loss: LossFn, loss_hat: LossHatFn, zeta_dim: int, rank: int, correlation=None):
+    """``(drift, diffusion)`` of the degenerate limit on ``tau = eta^2 sigma^2 k``:
     ``drift(W) = (1/2) d^2Phi(W)[D R D^T]`` (shape ``(p,)``, normal part included) and
     ``diffusion(W) = P_T D R^{1/2}`` (shape ``(p, m)``), so ``dW = diffusion dB + drift dtau``
     (Katzenberger's theorem as used by Li-Wang-Arora, section 4, and by Shalova et al.'s
     degenerate theorem). Jitted; cached
     like :func:`non_degenerate_drift`."""
-    return _degenerate_coefficients(loss, loss_hat, eta_dim, rank, _corr_key(correlation))
+    return _degenerate_coefficients(loss, loss_hat, zeta_dim, rank, _corr_key(correlation))
 
 
 class NoiseClass(NamedTuple):
@@ -377,9 +378,9 @@ class NoiseClass(NamedTuple):
 
 
 @functools.lru_cache(maxsize=128)
-def _classification_norms(loss, loss_hat, eta_dim, rank, corr_key):
-    drift, diffusion = _degenerate_coefficients(loss, loss_hat, eta_dim, rank, corr_key)
-    reg_drift = _non_degenerate_drift(loss, loss_hat, eta_dim, rank, corr_key)
+def _classification_norms(loss, loss_hat, zeta_dim, rank, corr_key):
+    drift, diffusion = _degenerate_coefficients(loss, loss_hat, zeta_dim, rank, corr_key)
+    reg_drift = _non_degenerate_drift(loss, loss_hat, zeta_dim, rank, corr_key)
 
     def norms(v):
         pt = tangent_space(loss, v, rank).tangent
@@ -388,7 +389,7 @@ def _classification_norms(loss, loss_hat, eta_dim, rank, corr_key):
     return jax.jit(norms)
 
 
-def classify_noise(loss: LossFn, loss_hat: LossHatFn, eta_dim: int, w: Array, correlation=None, rank: int | None = None, atol: float = CLASSIFY_ATOL, rank_rtol: float = RANK_RTOL) -> NoiseClass:
+def classify_noise(loss: LossFn, loss_hat: LossHatFn, zeta_dim: int, w: Array, correlation=None, rank: int | None = None, atol: float = CLASSIFY_ATOL, rank_rtol: float = RANK_RTOL) -> NoiseClass:
     """Classify a noise at ``w`` (a point of Gamma, e.g. ``Phi(w0)``) and say which time scale applies.
 
     The classification is local: ``P_T grad Reg`` may vanish at isolated points (the fixed points of
@@ -396,7 +397,7 @@ def classify_noise(loss: LossFn, loss_hat: LossHatFn, eta_dim: int, w: Array, co
     """
     w = jnp.asarray(w, jnp.float64)
     rank = hessian_rank(loss, w, rank_rtol) if rank is None else rank
-    g, noise, ito = (float(x) for x in _classification_norms(loss, loss_hat, eta_dim, rank, _corr_key(correlation))(w))
+    g, noise, ito = (float(x) for x in _classification_norms(loss, loss_hat, zeta_dim, rank, _corr_key(correlation))(w))
     if g > atol:
         kind = NON_DEGENERATE
     elif noise > atol or ito > atol:
@@ -500,7 +501,7 @@ class LimitSolution(NamedTuple):
 def solve_limit(
     loss: LossFn,
     loss_hat: LossHatFn,
-    eta_dim: int,
+    zeta_dim: int,
     w0: Array,
     tau_save: float,
     n_saves: int,
@@ -515,22 +516,22 @@ def solve_limit(
     """The fast phase ``w0 -> Phi(w0)`` then the slow limit on Gamma in its rescaled time.
 
     ``kind`` (``None``: classify at ``Phi(w0)``) picks the scale: non-degenerate -> the flow
-    ``-P_T grad Reg`` in ``tau = alpha sigma^2 k``; degenerate -> the SDE (or ODE when ``P_T D = 0``)
-    in ``tau = alpha^2 sigma^2 k``, one path per key of ``keys (R,)`` when stochastic; trivial ->
+    ``-P_T grad Reg`` in ``tau = eta sigma^2 k``; degenerate -> the SDE (or ODE when ``P_T D = 0``)
+    in ``tau = eta^2 sigma^2 k``, one path per key of ``keys (R,)`` when stochastic; trivial ->
     constant ``Phi(w0)``. Host function (jit inside).
     """
     phi0 = jitted_gradient_flow_limit(loss, phi_tol)(jnp.asarray(w0, jnp.float64))
     rank = hessian_rank(loss, phi0, rank_rtol)
-    noise = classify_noise(loss, loss_hat, eta_dim, phi0, correlation, rank, classify_atol)
+    noise = classify_noise(loss, loss_hat, zeta_dim, phi0, correlation, rank, classify_atol)
     kind = noise.kind if kind is None else kind
     if kind != noise.kind:
         noise = noise._replace(kind=kind, time_scale=TIME_SCALES[kind])
     tau = np.arange(n_saves + 1) * tau_save
     if kind == NON_DEGENERATE:
-        drift = non_degenerate_drift(loss, loss_hat, eta_dim, rank, correlation)
+        drift = non_degenerate_drift(loss, loss_hat, zeta_dim, rank, correlation)
         ws = integrate_flow(loss, drift, phi0, rank, tau_save, n_saves, substeps)[None]
     elif kind == DEGENERATE:
-        drift, diffusion = degenerate_coefficients(loss, loss_hat, eta_dim, rank, correlation)
+        drift, diffusion = degenerate_coefficients(loss, loss_hat, zeta_dim, rank, correlation)
         if noise.stochastic:
             if keys is None:
                 raise ValueError("the degenerate limit is an SDE here: pass keys (one per path)")

@@ -4,27 +4,28 @@ Source: Shalova, Schlichting, Peletier, "Singular-limit analysis of gradient des
 injection", arXiv 2404.12293 (2024), eq. (1.2) and section 5; sgdlab spec
 ``04_zero_loss_manifold.md``. One step is::
 
-    w_{k+1} = w_k - alpha grad_w L_hat(w_k, eta_k),     L_hat(w, 0) = L(w),
+    w_{k+1} = w_k - eta grad_w L_hat(w_k, zeta_k),     L_hat(w, 0) = L(w),
 
-with ``eta_k`` i.i.d., mean 0, covariance ``sigma^2 R`` (``R`` the *correlation*, the identity for
-every noise here except minibatch sampling without replacement).
+with ``zeta_k`` i.i.d., mean 0, covariance ``sigma^2 R`` (``R`` the *correlation*, the identity for
+every noise here except minibatch sampling without replacement). Notation: ``eta`` is the step
+size (the paper's alpha), ``zeta`` the injected noise, ``sigma`` its scale.
 
-A noise injection does not see the model: it maps its ``eta`` into a :class:`Perturbation`, a
+A noise injection does not see the model: it maps its ``zeta`` into a :class:`Perturbation`, a
 record of *where* noise enters the model's square loss, and :func:`perturbed_loss` evaluates::
 
     L_hat(w; pi) = (1/2n) sum_i s_i (f_i(w * m + delta; u) - y_i - eps_i)^2 - <t, w>
 
-    label noise      eps = eta                                  (eta in R^n)
-    Dropout          u = 1 + eta, inverted mask: 1 + eta = mask / q, sigma^2 = (1 - q) / q   (R^units)
-    DropConnect      m = 1 + eta (same mask law), i.e. L(w (1 + eta))                      (R^p)
-    perturbed GD     delta = eta, i.e. L(w + eta)                                          (R^p)
-    SGLD             t = eta, i.e. L(w) - <eta, w>: w <- w - alpha grad L + alpha eta       (R^p)
-    minibatch SGD    s = 1 + eta = (n/b) 1{i in batch}, b of n without replacement        (R^n)
+    label noise      eps = zeta                                  (zeta in R^n)
+    Dropout          u = 1 + zeta, inverted mask: 1 + zeta = mask / q, sigma^2 = (1 - q) / q   (R^units)
+    DropConnect      m = 1 + zeta (same mask law), i.e. L(w (1 + zeta))                        (R^p)
+    perturbed GD     delta = zeta, i.e. L(w + zeta)                                            (R^p)
+    SGLD             t = zeta, i.e. L(w) - <zeta, w>: w <- w - eta grad L + eta zeta           (R^p)
+    minibatch SGD    s = 1 + zeta = (n/b) 1{i in batch}, b of n without replacement          (R^n)
 
-Pieces compose with :func:`chain` (their ``eta`` are concatenated; each fills its own field).
+Pieces compose with :func:`chain` (their ``zeta`` are concatenated; each fills its own field).
 The anti-correlated perturbed GD of Orvieto et al. (ICML 2022),
-``w_{k+1} = w_k - alpha grad L(w_k) + xi_{k+1} - xi_k``, is :func:`anticorrelated_perturbed_gd`:
-with ``z_k = w_k - xi_k`` it is exactly ``z_{k+1} = z_k - alpha grad L(z_k + xi_k)``, i.e.
+``w_{k+1} = w_k - eta grad L(w_k) + xi_{k+1} - xi_k``, is :func:`anticorrelated_perturbed_gd`:
+with ``z_k = w_k - xi_k`` it is exactly ``z_{k+1} = z_k - eta grad L(z_k + xi_k)``, i.e.
 perturbed GD in the variable ``z`` (so its limit is the perturbed-GD limit, for ``z``; ``w`` differs
 from ``z`` by the current ``xi``, of size ``sigma``).
 
@@ -95,16 +96,16 @@ def perturbed_loss(apply: Callable, x: Array, y: Array, w: Array, pert: Perturba
 class NoiseInjection(NamedTuple):
     """One composable noise piece.
 
-    - ``sigma``: the noise scale (``Cov eta = sigma^2 R``);
-    - ``eta_size(sizes) -> m``: the dimension of ``eta``;
-    - ``sample(key, sizes, dtype) -> eta (m,)``: one draw, mean 0;
-    - ``perturb(pert, eta, sizes) -> pert``: write ``eta`` into the perturbation record;
-    - ``correlation(sizes) -> R (m, m)``: ``Cov(eta) / sigma^2`` (NumPy).
+    - ``sigma``: the noise scale (``Cov zeta = sigma^2 R``);
+    - ``zeta_size(sizes) -> m``: the dimension of ``zeta``;
+    - ``sample(key, sizes, dtype) -> zeta (m,)``: one draw, mean 0;
+    - ``perturb(pert, zeta, sizes) -> pert``: write ``zeta`` into the perturbation record;
+    - ``correlation(sizes) -> R (m, m)``: ``Cov(zeta) / sigma^2`` (NumPy).
     """
 
     name: str
     sigma: float
-    eta_size: Callable[[Sizes], int]
+    zeta_size: Callable[[Sizes], int]
     sample: Callable[[Array, Sizes, object], Array]
     perturb: Callable[[Perturbation, Array, Sizes], Perturbation]
     correlation: Callable[[Sizes], np.ndarray]
@@ -123,8 +124,8 @@ def _additive(key, m, sigma, distribution, dtype):
 
 
 def _multiplicative(key, m, sigma, distribution, dtype):
-    """``eta`` with ``1 + eta`` an inverted Bernoulli(q) mask ``mask / q`` (``q = 1/(1+sigma^2)``,
-    so ``Var eta = (1-q)/q = sigma^2``) or Gaussian ``sigma N(0, 1)``."""
+    """``zeta`` with ``1 + zeta`` an inverted Bernoulli(q) mask ``mask / q`` (``q = 1/(1+sigma^2)``,
+    so ``Var zeta = (1-q)/q = sigma^2``) or Gaussian ``sigma N(0, 1)``."""
     if distribution == "bernoulli":
         q = 1.0 / (1.0 + sigma**2)
         mask = jax.random.bernoulli(key, q, (m,)).astype(dtype)
@@ -135,12 +136,12 @@ def _multiplicative(key, m, sigma, distribution, dtype):
 
 
 def keep_probability(sigma: float) -> float:
-    """Keep probability ``q = 1 / (1 + sigma^2)`` of an inverted Bernoulli mask with ``Var eta = sigma^2``."""
+    """Keep probability ``q = 1 / (1 + sigma^2)`` of an inverted Bernoulli mask with ``Var zeta = sigma^2``."""
     return 1.0 / (1.0 + sigma**2)
 
 
 def label_noise(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
-    """Label noise ``y_i -> y_i + eta_i`` (``eta`` in ``R^n``); Gaussian or Rademacher ``+-sigma``."""
+    """Label noise ``y_i -> y_i + zeta_i`` (``zeta`` in ``R^n``); Gaussian or Rademacher ``+-sigma``."""
     _additive(jax.random.key(0), 1, sigma, distribution, jnp.float64)  # validate the law
     size = lambda s: s.n_samples  # noqa: E731
     return NoiseInjection(
@@ -148,13 +149,13 @@ def label_noise(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
         float(sigma),
         size,
         lambda key, s, dtype: _additive(key, size(s), sigma, distribution, dtype),
-        lambda pert, eta, s: pert._replace(label_shift=pert.label_shift + eta),
+        lambda pert, zeta, s: pert._replace(label_shift=pert.label_shift + zeta),
         _identity_corr(size),
     )
 
 
 def dropout(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
-    """Dropout on hidden units: unit ``j`` is multiplied by ``1 + eta_j`` (inverted mask
+    """Dropout on hidden units: unit ``j`` is multiplied by ``1 + zeta_j`` (inverted mask
     ``mask_j / q``, ``q = 1/(1+sigma^2)``; or Gaussian Dropout)."""
     _multiplicative(jax.random.key(0), 1, sigma, distribution, jnp.float64)
     size = lambda s: s.n_units  # noqa: E731
@@ -163,13 +164,13 @@ def dropout(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
         float(sigma),
         size,
         lambda key, s, dtype: _multiplicative(key, size(s), sigma, distribution, dtype),
-        lambda pert, eta, s: pert._replace(unit_scale=pert.unit_scale * (1.0 + eta)),
+        lambda pert, zeta, s: pert._replace(unit_scale=pert.unit_scale * (1.0 + zeta)),
         _identity_corr(size),
     )
 
 
 def dropconnect(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
-    """DropConnect: every weight multiplied by ``1 + eta_k``, i.e. ``L(w (1 + eta))``."""
+    """DropConnect: every weight multiplied by ``1 + zeta_k``, i.e. ``L(w (1 + zeta))``."""
     _multiplicative(jax.random.key(0), 1, sigma, distribution, jnp.float64)
     size = lambda s: s.n_params  # noqa: E731
     return NoiseInjection(
@@ -177,13 +178,13 @@ def dropconnect(sigma: float, distribution: str = "bernoulli") -> NoiseInjection
         float(sigma),
         size,
         lambda key, s, dtype: _multiplicative(key, size(s), sigma, distribution, dtype),
-        lambda pert, eta, s: pert._replace(weight_scale=pert.weight_scale * (1.0 + eta)),
+        lambda pert, zeta, s: pert._replace(weight_scale=pert.weight_scale * (1.0 + zeta)),
         _identity_corr(size),
     )
 
 
 def weight_perturbation(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
-    """Perturbed GD: the gradient is taken at ``w + eta``, i.e. ``L(w + eta)``."""
+    """Perturbed GD: the gradient is taken at ``w + zeta``, i.e. ``L(w + zeta)``."""
     _additive(jax.random.key(0), 1, sigma, distribution, jnp.float64)
     size = lambda s: s.n_params  # noqa: E731
     return NoiseInjection(
@@ -191,33 +192,33 @@ def weight_perturbation(sigma: float, distribution: str = "gaussian") -> NoiseIn
         float(sigma),
         size,
         lambda key, s, dtype: _additive(key, size(s), sigma, distribution, dtype),
-        lambda pert, eta, s: pert._replace(weight_shift=pert.weight_shift + eta),
+        lambda pert, zeta, s: pert._replace(weight_shift=pert.weight_shift + zeta),
         _identity_corr(size),
     )
 
 
 def langevin_tilt(sigma: float) -> NoiseInjection:
-    """SGLD: ``L(w) - <eta, w>``, so a step is ``w - alpha grad L(w) + alpha eta`` (Gaussian)."""
+    """SGLD: ``L(w) - <zeta, w>``, so a step is ``w - eta grad L(w) + eta zeta`` (Gaussian)."""
     size = lambda s: s.n_params  # noqa: E731
     return NoiseInjection(
         "sgld",
         float(sigma),
         size,
         lambda key, s, dtype: _additive(key, size(s), sigma, "gaussian", dtype),
-        lambda pert, eta, s: pert._replace(tilt=pert.tilt + eta),
+        lambda pert, zeta, s: pert._replace(tilt=pert.tilt + zeta),
         _identity_corr(size),
     )
 
 
 def minibatch_sigma(batch_size: int, n_samples: int) -> float:
-    """``sigma = sqrt(n/b - 1)``: the standard deviation of ``eta_i = (n/b) 1{i in batch} - 1``."""
+    """``sigma = sqrt(n/b - 1)``: the standard deviation of ``zeta_i = (n/b) 1{i in batch} - 1``."""
     return float(np.sqrt(n_samples / batch_size - 1.0))
 
 
 def minibatch(batch_size: int, n_samples: int) -> NoiseInjection:
-    """Minibatch SGD: ``(1/n) sum_i (1 + eta_i) loss_i``, ``1 + eta_i = (n/b) 1{i in batch}``, a
+    """Minibatch SGD: ``(1/n) sum_i (1 + zeta_i) loss_i``, ``1 + zeta_i = (n/b) 1{i in batch}``, a
     batch of ``b`` distinct samples drawn uniformly. ``sigma^2 = n/b - 1``; the correlation of
-    ``eta_i, eta_j`` (``i != j``) is ``-1/(n-1)`` (sampling without replacement)."""
+    ``zeta_i, zeta_j`` (``i != j``) is ``-1/(n-1)`` (sampling without replacement)."""
     if not 1 <= batch_size <= n_samples:
         raise ValueError(f"batch_size must be in [1, n={n_samples}] (got {batch_size})")
     b, n = int(batch_size), int(n_samples)
@@ -238,16 +239,16 @@ def minibatch(batch_size: int, n_samples: int) -> NoiseInjection:
         minibatch_sigma(b, n),
         lambda s: s.n_samples,
         sample,
-        lambda pert, eta, s: pert._replace(sample_weight=pert.sample_weight * (1.0 + eta)),
+        lambda pert, zeta, s: pert._replace(sample_weight=pert.sample_weight * (1.0 + zeta)),
         correlation,
     )
 
 
 def chain(*injections: NoiseInjection) -> NoiseInjection:
-    """Several noises at once: ``eta`` is the concatenation of the pieces' ``eta``.
+    """Several noises at once: ``zeta`` is the concatenation of the pieces' ``zeta``.
 
     The chain's ``sigma`` is the first piece's (the reference scale); its correlation is
-    block-diagonal with blocks ``(sigma_i / sigma)^2 R_i``, so ``Cov eta = sigma^2 R`` still holds.
+    block-diagonal with blocks ``(sigma_i / sigma)^2 R_i``, so ``Cov zeta = sigma^2 R`` still holds.
     """
     if not injections:
         raise ValueError("chain needs at least one noise injection")
@@ -256,16 +257,16 @@ def chain(*injections: NoiseInjection) -> NoiseInjection:
         raise ValueError("the first piece of a chain sets the reference sigma and must have sigma > 0")
 
     def sizes_of(s):
-        return [inj.eta_size(s) for inj in injections]
+        return [inj.zeta_size(s) for inj in injections]
 
     def sample(key, s, dtype):
         keys = jax.random.split(key, len(injections))
         return jnp.concatenate([inj.sample(k, s, dtype) for inj, k in zip(injections, keys)])
 
-    def perturb(pert, eta, s):
+    def perturb(pert, zeta, s):
         start = 0
         for inj, m in zip(injections, sizes_of(s)):
-            pert = inj.perturb(pert, eta[start : start + m], s)
+            pert = inj.perturb(pert, zeta[start : start + m], s)
             start += m
         return pert
 
@@ -302,10 +303,10 @@ class Algorithm(NamedTuple):
     step: Callable[[NoisyGDState, Array], NoisyGDState]
 
 
-def noisy_gd(loss_hat: Callable[[Array, Array], Array], sample_eta: Callable[[Array], Array], alpha: float) -> Algorithm:
-    """``w <- w - alpha grad_w L_hat(w, eta)``, ``eta = sample_eta(key)`` fresh each step.
+def noisy_gd(loss_hat: Callable[[Array, Array], Array], sample_zeta: Callable[[Array], Array], eta: float) -> Algorithm:
+    """``w <- w - eta grad_w L_hat(w, zeta)``, ``zeta = sample_zeta(key)`` fresh each step.
 
-    ``loss_hat(w (p,), eta (m,)) -> scalar``; ``sample_eta(key) -> (m,)``. The general scheme of
+    ``loss_hat(w (p,), zeta (m,)) -> scalar``; ``sample_zeta(key) -> (m,)``. The general scheme of
     Shalova et al. (2024), eq. (1.2).
     """
     grad = jax.grad(loss_hat)
@@ -314,36 +315,36 @@ def noisy_gd(loss_hat: Callable[[Array, Array], Array], sample_eta: Callable[[Ar
         return NoisyGDState(jnp.asarray(w0), jnp.zeros_like(w0))
 
     def step(state, key):
-        eta = sample_eta(key)
-        return NoisyGDState(state.w - alpha * grad(state.w, eta), state.xi)
+        zeta = sample_zeta(key)
+        return NoisyGDState(state.w - eta * grad(state.w, zeta), state.xi)
 
     return Algorithm(init, step)
 
 
-def noise_injected_gd(apply: Callable, x: Array, y: Array, sizes: Sizes, injection: NoiseInjection, alpha: float, dtype=jnp.float64) -> Algorithm:
+def noise_injected_gd(apply: Callable, x: Array, y: Array, sizes: Sizes, injection: NoiseInjection, eta: float, dtype=jnp.float64) -> Algorithm:
     """:func:`noisy_gd` for a model ``apply(w, x, unit_scale)`` with data ``(x, y)`` and
     ``sizes = (n, units, p)`` under ``injection`` (any :func:`chain`)."""
     loss_hat = model_loss_hat(apply, x, y, sizes.n_units, injection)
-    return noisy_gd(loss_hat, lambda key: injection.sample(key, sizes, dtype), alpha)
+    return noisy_gd(loss_hat, lambda key: injection.sample(key, sizes, dtype), eta)
 
 
 def model_loss_hat(apply: Callable, x: Array, y: Array, n_units: int, injection: NoiseInjection) -> Callable[[Array, Array], Array]:
-    """``L_hat(w, eta)`` (see :func:`perturbed_loss`) for a model with ``n_units`` hidden units."""
+    """``L_hat(w, zeta)`` (see :func:`perturbed_loss`) for a model with ``n_units`` hidden units."""
     x, y = jnp.asarray(x), jnp.asarray(y)
     n = int(y.shape[0])
 
-    def loss_hat(w, eta):
+    def loss_hat(w, zeta):
         sizes = Sizes(n, n_units, int(w.shape[0]))
-        pert = injection.perturb(no_perturbation(sizes, w.dtype), eta, sizes)
+        pert = injection.perturb(no_perturbation(sizes, w.dtype), zeta, sizes)
         return perturbed_loss(apply, x, y, w, pert)
 
     return loss_hat
 
 
-def anticorrelated_perturbed_gd(loss: Callable[[Array], Array], sigma: float, alpha: float) -> Algorithm:
+def anticorrelated_perturbed_gd(loss: Callable[[Array], Array], sigma: float, eta: float) -> Algorithm:
     """Anti-PGD (Orvieto, Kersting, Proske, Bach, Lucchi, ICML 2022):
-    ``w_{k+1} = w_k - alpha grad L(w_k) + xi_{k+1} - xi_k``, ``xi_k ~ N(0, sigma^2 I)`` i.i.d.,
-    ``xi_0 = 0``. ``z_k = w_k - xi_k`` follows perturbed GD ``z_{k+1} = z_k - alpha grad L(z_k + xi_k)``
+    ``w_{k+1} = w_k - eta grad L(w_k) + xi_{k+1} - xi_k``, ``xi_k ~ N(0, sigma^2 I)`` i.i.d.,
+    ``xi_0 = 0``. ``z_k = w_k - xi_k`` follows perturbed GD ``z_{k+1} = z_k - eta grad L(z_k + xi_k)``
     exactly (so the limit of ``z`` is the perturbed-GD limit with the same ``sigma``)."""
     grad = jax.grad(loss)
 
@@ -353,7 +354,7 @@ def anticorrelated_perturbed_gd(loss: Callable[[Array], Array], sigma: float, al
 
     def step(state, key):
         xi_new = sigma * jax.random.normal(key, state.w.shape, state.w.dtype)
-        return NoisyGDState(state.w - alpha * grad(state.w) + xi_new - state.xi, xi_new)
+        return NoisyGDState(state.w - eta * grad(state.w) + xi_new - state.xi, xi_new)
 
     return Algorithm(init, step)
 

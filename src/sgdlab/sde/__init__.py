@@ -1,91 +1,76 @@
-"""SDE limits of SGD: stochastic modified flows (SMF), SME, SVAG, exact moments, weak orders.
+"""SDE limits of SGD: which continuous model (gradient flow, SME-1/2, the stochastic modified flow
+SMF, SVAG) describes SGD, and to which weak order in the learning rate ``eta``.
 
-Source: Gess, Kassing, Konarovskyi, "Stochastic modified flows, mean-field limits and dynamics of
-stochastic gradient descent", JMLR 25 (2024); spec ``03_stochastic_modified_flows.md``.
-
-The public names, from one concept per private module:
-
-- models as data (:mod:`~sgdlab.sde.models`): :class:`SDEModel`, :data:`GF`, :data:`SME1`,
-  :data:`SME2`, :data:`SMF`, :data:`SMF_INDEPENDENT`, :data:`SMF_EXPECTED_GRADIENT` (negative
-  control), :class:`SVAG`, :data:`MODELS`, :func:`sde_for` (drift and diffusion on a problem);
-- observables (:mod:`~sgdlab.sde.observables`): :class:`Observable`, :data:`OBSERVABLES`;
-- exact moments for linear-gradient problems (:mod:`~sgdlab.sde.moments`):
-  :func:`sgd_moments`, :func:`svag_moments`, :func:`sde_moments`;
-- Monte Carlo (:mod:`~sgdlab.sde.solvers`): :func:`sgd_monte_carlo`,
-  :func:`svag_monte_carlo`, :func:`sde_monte_carlo`, :func:`simulate_sde`, the schemes
-  ``euler``, ``weak2``, ``talay_tubaro``;
-- :func:`weak_error_study` and :func:`fit_slope` (:mod:`~sgdlab.sde.weak_error`).
+Paper: Gess, Kassing, Konarovskyi, "Stochastic modified flows, mean-field limits and dynamics of
+stochastic gradient descent", JMLR 25 (2024); SME: Li, Tai, E (2019); SVAG: Li, Malladi, Arora
+(2021). Documentation: ``docs/sde.md``.
 
 Quick use::
 
-    from sgdlab.sde.problems import quadratic_1d
-    from sgdlab.sde import weak_error_study
-    ds = weak_error_study(quadratic_1d([0.5, 1.0, 2.0], [1.0, -0.5, 0.3]),
-                          ["gf", "sme1", "smf", "smf_expected_gradient"],
-                          [1/8, 1/16, 1/32, 1/64], ["mean", "second_moment"], T=1.0, x0=[[1.5]])
-    ds.slope.to_pandas()       # measured weak orders
+    from sgdlab import sde
+    ds = sde.run({"study": {"models": ["gf", "sme1", "smf"], "etas": [1/8, 1/16, 1/32]}})
+    ds.slope.to_pandas()              # measured weak orders; sde.figures(ds)[""] is the figure
+
+The theory (models, exact moments, SDE Monte Carlo, mean-field SMF) lives in ``models``,
+``moments``, ``solvers``, ``observables``, ``mean_field``; the simulator (SGD and SVAG Monte Carlo)
+in ``sgd``; the study that puts them side by side in ``weak_error`` and ``experiment``. Names are
+imported on first use, so ``import sgdlab.sde`` is cheap.
 """
 
-from sgdlab.sde.models import (
-    GF,
-    MODELS,
-    SDE,
-    SME1,
-    SME2,
-    SMF,
-    SMF_EXPECTED_GRADIENT,
-    SMF_INDEPENDENT,
-    SDEModel,
-    SVAG,
-    expected_order,
-    get_model,
-    psd_sqrt,
-    sde_for,
-)
-from sgdlab.sde.moments import (
-    NoClosedMomentsError,
-    augmented_initial_moment,
-    expectation_from_moments,
-    moments_of,
-    sde_generator_matrices,
-    sde_moments,
-    sgd_moments,
-    svag_moments,
-)
-from sgdlab.sde.observables import (
-    CROSS_COV,
-    INNER,
-    LOSS,
-    MEAN,
-    OBSERVABLES,
-    SECOND_MOMENT,
-    SQ_DISTANCE,
-    VARIANCE,
-    Observable,
-    get_observable,
-)
-from sgdlab.sde.solvers import (
-    SCHEME_ORDERS,
-    SCHEMES,
-    Estimate,
-    euler_step,
-    joint_sde,
-    sde_monte_carlo,
-    sgd_final_states,
-    sgd_monte_carlo,
-    simulate_features,
-    simulate_sde,
-    svag_monte_carlo,
-    weak2_step,
-)
-from sgdlab.sde.weak_error import fit_slope, weak_error_study
+from __future__ import annotations
 
-__all__ = [
-    "CROSS_COV", "Estimate", "GF", "INNER", "LOSS", "MEAN", "MODELS", "NoClosedMomentsError", "OBSERVABLES",
-    "Observable", "SCHEMES", "SCHEME_ORDERS", "SDE", "SDEModel", "SECOND_MOMENT", "SME1", "SME2", "SMF",
-    "SMF_EXPECTED_GRADIENT", "SMF_INDEPENDENT", "SQ_DISTANCE", "SVAG", "VARIANCE", "augmented_initial_moment",
-    "euler_step", "expectation_from_moments", "expected_order", "fit_slope", "get_model", "get_observable", "joint_sde",
-    "moments_of", "psd_sqrt", "sde_for", "sde_generator_matrices", "sde_moments", "sde_monte_carlo",
-    "sgd_final_states", "sgd_moments", "sgd_monte_carlo", "simulate_features", "simulate_sde",
-    "svag_moments", "svag_monte_carlo", "weak2_step", "weak_error_study",
-]
+import importlib
+from typing import Any
+
+#: public name -> the submodule that defines it
+_WHERE = {
+    # the study
+    "run": "experiment",
+    "SDEConfig": "config",
+    "load_config": "config",
+    "figures": "plot",
+    "table": "plot",
+    "weak_error_study": "weak_error",
+    "fit_slope": "weak_error",
+    "mean_field_study": "weak_error",
+    # models and observables
+    "SDEModel": "models",
+    "SVAG": "models",
+    "SDE": "models",
+    "MODELS": "models",
+    "GF": "models",
+    "SME1": "models",
+    "SME2": "models",
+    "SMF": "models",
+    "SMF_INDEPENDENT": "models",
+    "SMF_EXPECTED_GRADIENT": "models",
+    "sde_for": "models",
+    "expected_order": "models",
+    "Observable": "observables",
+    "OBSERVABLES": "observables",
+    # theory: exact moments and SDE Monte Carlo
+    "sde_moments": "moments",
+    "sgd_moments": "moments",
+    "svag_moments": "moments",
+    "NoClosedMomentsError": "moments",
+    "sde_monte_carlo": "solvers",
+    "simulate_sde": "solvers",
+    "simulate_features": "solvers",
+    # the simulator
+    "sgd_monte_carlo": "sgd",
+    "svag_monte_carlo": "sgd",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"sgdlab.sde.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sgdlab.sde' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -37,7 +37,7 @@ import math
 import numpy as np
 import scipy.linalg
 
-from sgdlab.sde.problems import LinearGradient
+from sgdlab.sde.problems import LinearGradient, n_steps_of  # noqa: F401  (re-exported)
 from sgdlab.sde.models import SDEModel, SVAG
 
 
@@ -80,14 +80,6 @@ def _batch_transfer(M: np.ndarray, batch_size: int) -> np.ndarray:
 def _power_apply(T: np.ndarray, steps: int, vec: np.ndarray) -> np.ndarray:
     """``T^steps vec`` by repeated squaring (``log2(steps)`` products), float64."""
     return np.linalg.matrix_power(np.asarray(T, dtype=np.float64), int(steps)) @ np.asarray(vec, dtype=np.float64)
-
-
-def n_steps_of(horizon: float, eta: float) -> int:
-    """``N = T / eta``, which must be an integer (relative tolerance 1e-9)."""
-    N = round(horizon / eta)
-    if N < 1 or abs(N * eta - horizon) > 1e-9 * horizon:
-        raise ValueError(f"horizon/eta = {horizon}/{eta} = {horizon / eta} must be a positive integer")
-    return int(N)
 
 
 def sgd_moments(lin: LinearGradient, eta: float, horizon: float, x0s, batch_size: int = 1) -> np.ndarray:

@@ -27,12 +27,19 @@ name               copies  value
 ``variance`` and ``cross_cov`` are *fluctuations* (``O(eta)`` themselves): a drift error of
 order ``eta`` changes them only at order ``eta^2``, so their predicted orders differ from the
 moments' (:func:`sgdlab.sde.models.expected_order`).
+
+Monte Carlo estimation shared by the SDE solvers (:mod:`~sgdlab.sde.solvers`) and the SGD
+simulator (:mod:`~sgdlab.sde.sgd`): a compiled chunk returns the feature sums and outer products
+(:func:`feature_sums`), :func:`collect_estimates` adds the chunks up and returns one
+:class:`Estimate` per observable. Every process draws from its own random stream of one seed
+(``STREAM_SGD``, ``STREAM_SDE``, ``STREAM_SVAG``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -153,3 +160,60 @@ def quadratic_form(feature_fn: Callable[[Array], Array], n_vars: int, check: boo
         if not np.allclose(got, want, rtol=1e-9, atol=1e-9 * max(1.0, np.max(np.abs(want)))):
             raise ValueError("feature is not a quadratic polynomial of the state: no exact moments for it")
     return W
+
+
+# ------------------------------------------------------------------------------------------------
+# Monte Carlo estimates from per-path features
+# ------------------------------------------------------------------------------------------------
+#: independent random streams of one seed
+STREAM_SGD, STREAM_SDE, STREAM_SVAG = 1, 2, 3
+
+
+class Estimate(NamedTuple):
+    """A Monte Carlo (or exact, ``se = 0``) value with its standard error."""
+
+    value: float
+    se: float
+
+
+def feature_sums(F: Array) -> tuple[Array, Array]:
+    """``(sum over rows, F^T F)`` of per-path features ``F (paths, k)``: what a chunk returns."""
+    return jnp.sum(F, axis=0), F.T @ F
+
+
+def prepare_starts(problem: FiniteSumProblem, x0s, observables: Sequence[Observable]) -> tuple[Array, tuple[Observable, ...]]:
+    """``x0s`` as a float64 ``(K, d)`` array checked against the observables' copies and the
+    problem's dimension, and the observables as a tuple (a static jit argument)."""
+    x0s = jnp.atleast_2d(jnp.asarray(x0s, dtype=jnp.float64))
+    observables = tuple(observables)
+    need = max(o.copies for o in observables)
+    if x0s.shape[0] < need:
+        raise ValueError(f"observables {[o.name for o in observables]} need {need} starting points; got {x0s.shape[0]}")
+    if x0s.shape[1] != problem.dim:
+        raise ValueError(f"starting points have dimension {x0s.shape[1]}, the problem {problem.dim}")
+    return x0s, observables
+
+
+def collect_estimates(kernel, key, n_paths: int, chunk: int, observables, K: int, d: int, problem, per_row: int = 1) -> dict[str, Estimate]:
+    """Run ``kernel(chunk_key, size) -> feature_sums`` over chunks (chunk ``c`` gets
+    ``fold_in(key, c)``); per-observable values and delta-method errors. ``n_paths`` is rounded up
+    to a whole number of chunks; each chunk returns ``size / per_row`` i.i.d. rows
+    (``per_row = 2``: antithetic pair averages)."""
+    size = max(1, min(int(chunk), int(n_paths)))
+    n_chunks = math.ceil(n_paths / size)
+    if size % per_row:
+        size += per_row - size % per_row
+    total, outer = None, None
+    for c in range(n_chunks):
+        s, o = kernel(jax.random.fold_in(key, c), size)
+        s, o = np.asarray(s, dtype=np.float64), np.asarray(o, dtype=np.float64)
+        total = s if total is None else total + s
+        outer = o if outer is None else outer + o
+    N = size * n_chunks // per_row
+    with np.errstate(over="ignore", invalid="ignore"):  # diverging paths: NaN / inf, reported by the caller
+        mean = total / N
+        cov = (outer - N * np.outer(mean, mean)) / max(N - 1, 1)
+    out = {}
+    for obs, sl in zip(observables, feature_slices(observables, K, d, problem)):
+        out[obs.name] = Estimate(*combine_with_error(obs, mean[sl], cov[sl, sl], N))
+    return out

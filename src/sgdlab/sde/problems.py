@@ -298,3 +298,11 @@ class _NamedLoss:
 
     def __eq__(self, other):
         return isinstance(other, _NamedLoss) and other.key == self.key
+
+
+def n_steps_of(horizon: float, eta: float) -> int:
+    """``N = T / eta``, which must be an integer (relative tolerance 1e-9)."""
+    N = round(horizon / eta)
+    if N < 1 or abs(N * eta - horizon) > 1e-9 * horizon:
+        raise ValueError(f"horizon/eta = {horizon}/{eta} = {horizon / eta} must be a positive integer")
+    return int(N)

@@ -1,5 +1,6 @@
-"""Monte Carlo for any finite-sum problem: SGD and SVAG vmapped over runs, the SDEs by fixed-step
-schemes, all driven by a ``lax.fori_loop`` over steps and ``vmap`` over paths.
+"""Monte Carlo of the continuous models on any finite-sum problem: the SDEs by fixed-step schemes,
+driven by a ``lax.fori_loop`` over steps and ``vmap`` over paths. (SGD and SVAG, the discrete
+processes the models are compared with, are simulated in :mod:`sgdlab.sde.sgd`.)
 
 Schemes for ``dX = a(X) dt + sigma(X) dW`` (Ito, ``W`` of dimension ``m``), step ``h``:
 
@@ -40,26 +41,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.sde.models import SDE, SDEModel, sde_for
+from sgdlab.sde.problems import n_steps_of
+from sgdlab.sde.observables import (
+    STREAM_SDE,
+    Estimate,
+    Observable,
+    all_features,
+    collect_estimates,
+    feature_sums,
+    prepare_starts,
+)
 from sgdlab.sde.problems import FiniteSumProblem
-from sgdlab.sde.models import SDE, SDEModel, SVAG, sde_for
-from sgdlab.sde.moments import n_steps_of
-from sgdlab.sde.observables import Observable, all_features, combine_with_error, feature_slices
 
 Array = jax.Array
 
 SCHEMES = ("euler", "weak2", "talay_tubaro")
 SCHEME_ORDERS = {"euler": 1, "weak2": 2, "talay_tubaro": 2}
-
-# independent random streams of one seed
-STREAM_SGD, STREAM_SDE, STREAM_SVAG = 1, 2, 3
-
-
-class Estimate(NamedTuple):
-    """A Monte Carlo (or exact, ``se = 0``) value with its standard error."""
-
-    value: float
-    se: float
-
 
 class JointSDE(NamedTuple):
     """``K`` copies ``X (K, d)`` of an :class:`SDE` with shared or independent noise ``W noise_shape``."""
@@ -189,133 +187,13 @@ def _simulate(sde, x0s, h, n_steps, key, n_draw, scheme, features, antithetic):
 
 
 # ------------------------------------------------------------------------------------------------
-# jitted chunk kernels on finite-sum problems (one compilation per model/scheme/observables/shape)
+# the jitted chunk kernel on finite-sum problems (one compilation per model/scheme/observables/shape)
 # ------------------------------------------------------------------------------------------------
-def _stats(F: Array) -> tuple[Array, Array]:
-    return jnp.sum(F, axis=0), F.T @ F
-
-
 @partial(jax.jit, static_argnames=("model", "scheme", "observables", "n_paths", "antithetic"))
 def _sde_chunk(problem, eta, x0s, h, n_steps, key, *, model, scheme, observables, n_paths, antithetic=False):
     sde = sde_for(problem, model, eta)
     F = simulate_features(sde, x0s, h, n_steps, key, n_paths, scheme, lambda xs: all_features(observables, xs, problem), antithetic)
-    return _stats(F)
-
-
-def sgd_final_states(problem: FiniteSumProblem, eta, x0s: Array, n_steps, key: Array, n_paths: int) -> Array:
-    """``X_N (n_paths, K, d)``: SGD from the starts ``x0s (K, d)``, every copy of a run fed the same
-    batches (``B`` indices uniform with replacement per step). Pure; jit it."""
-    n, B = problem.n_samples, problem.batch_size
-    X0 = jnp.broadcast_to(x0s, (n_paths,) + x0s.shape)
-    copies_grad = jax.vmap(problem.batch_grad, in_axes=(0, None))
-
-    def body(k, X):
-        idx = jax.random.randint(jax.random.fold_in(key, k), (n_paths, B), 0, n)
-        return X - eta * jax.vmap(copies_grad)(X, idx)
-
-    return jax.lax.fori_loop(0, n_steps, body, X0)
-
-
-def svag_final_states(problem: FiniteSumProblem, svag: SVAG, eta, x0s: Array, n_steps, key: Array, n_paths: int) -> Array:
-    """``X (n_paths, K, d)`` after ``l n_steps`` SVAG steps of ``eta/l`` (two independent batches per step)."""
-    n, B = problem.n_samples, problem.batch_size
-    r1, r2 = svag.weights
-    X0 = jnp.broadcast_to(x0s, (n_paths,) + x0s.shape)
-    copies_grad = jax.vmap(problem.batch_grad, in_axes=(0, None))
-
-    def body(k, X):
-        idx = jax.random.randint(jax.random.fold_in(key, k), (2, n_paths, B), 0, n)
-        g = r1 * jax.vmap(copies_grad)(X, idx[0]) + r2 * jax.vmap(copies_grad)(X, idx[1])
-        return X - (eta / svag.l) * g
-
-    return jax.lax.fori_loop(0, svag.l * n_steps, body, X0)
-
-
-@partial(jax.jit, static_argnames=("observables", "n_paths"))
-def _sgd_chunk(problem, eta, x0s, n_steps, key, *, observables, n_paths):
-    X = sgd_final_states(problem, eta, x0s, n_steps, key, n_paths)
-    return _stats(jax.vmap(lambda xs: all_features(observables, xs, problem))(X))
-
-
-@partial(jax.jit, static_argnames=("svag", "observables", "n_paths"))
-def _svag_chunk(problem, eta, x0s, n_steps, key, *, svag, observables, n_paths):
-    X = svag_final_states(problem, svag, eta, x0s, n_steps, key, n_paths)
-    return _stats(jax.vmap(lambda xs: all_features(observables, xs, problem))(X))
-
-
-def _chunks(n_paths: int, chunk: int) -> tuple[int, int]:
-    size = max(1, min(int(chunk), int(n_paths)))
-    return size, math.ceil(n_paths / size)
-
-
-def _collect(kernel, key, n_paths: int, chunk: int, observables, K: int, d: int, problem, per_row: int = 1) -> dict[str, Estimate]:
-    """Run ``kernel(chunk_key, size)`` over chunks; per-observable values and delta-method errors.
-    ``n_paths`` is rounded up to a whole number of chunks; each chunk returns ``size / per_row``
-    i.i.d. rows (``per_row = 2``: antithetic pair averages)."""
-    size, n_chunks = _chunks(n_paths, chunk)
-    if size % per_row:
-        size += per_row - size % per_row
-    total, outer = None, None
-    for c in range(n_chunks):
-        s, o = kernel(jax.random.fold_in(key, c), size)
-        s, o = np.asarray(s, dtype=np.float64), np.asarray(o, dtype=np.float64)
-        total = s if total is None else total + s
-        outer = o if outer is None else outer + o
-    N = size * n_chunks // per_row
-    mean = total / N
-    cov = (outer - N * np.outer(mean, mean)) / max(N - 1, 1)
-    out = {}
-    for obs, sl in zip(observables, feature_slices(observables, K, d, problem)):
-        out[obs.name] = Estimate(*combine_with_error(obs, mean[sl], cov[sl, sl], N))
-    return out
-
-
-def _prepare(problem, x0s, observables):
-    x0s = jnp.atleast_2d(jnp.asarray(x0s, dtype=jnp.float64))
-    observables = tuple(observables)
-    need = max(o.copies for o in observables)
-    if x0s.shape[0] < need:
-        raise ValueError(f"observables {[o.name for o in observables]} need {need} starting points; got {x0s.shape[0]}")
-    if x0s.shape[1] != problem.dim:
-        raise ValueError(f"starting points have dimension {x0s.shape[1]}, the problem {problem.dim}")
-    return x0s, observables
-
-
-def sgd_monte_carlo(
-    problem: FiniteSumProblem,
-    eta: float,
-    horizon: float,
-    x0s,
-    observables: Sequence[Observable],
-    n_paths: int,
-    seed: int = 0,
-    chunk: int = 20_000,
-) -> dict[str, Estimate]:
-    """Monte Carlo estimates of ``observables`` of SGD after ``T/eta`` steps from ``x0s (K, d)``."""
-    x0s, observables = _prepare(problem, x0s, observables)
-    N = n_steps_of(horizon, eta)
-    key = jax.random.fold_in(jax.random.key(seed), STREAM_SGD)
-    kernel = lambda k, size: _sgd_chunk(problem, eta, x0s, N, k, observables=observables, n_paths=size)  # noqa: E731
-    return _collect(kernel, key, n_paths, chunk, observables, *x0s.shape, problem)
-
-
-def svag_monte_carlo(
-    problem: FiniteSumProblem,
-    svag: SVAG,
-    eta: float,
-    horizon: float,
-    x0s,
-    observables: Sequence[Observable],
-    n_paths: int,
-    seed: int = 0,
-    chunk: int = 20_000,
-) -> dict[str, Estimate]:
-    """Monte Carlo estimates of ``observables`` of SVAG (``l T/eta`` steps of ``eta/l``)."""
-    x0s, observables = _prepare(problem, x0s, observables)
-    N = n_steps_of(horizon, eta)
-    key = jax.random.fold_in(jax.random.key(seed), STREAM_SVAG)
-    kernel = lambda k, size: _svag_chunk(problem, eta, x0s, N, k, svag=svag, observables=observables, n_paths=size)  # noqa: E731
-    return _collect(kernel, key, n_paths, chunk, observables, *x0s.shape, problem)
+    return feature_sums(F)
 
 
 def sde_monte_carlo(
@@ -337,14 +215,14 @@ def sde_monte_carlo(
     (:func:`simulate_features`)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}; allowed: {', '.join(SCHEMES)}")
-    x0s, observables = _prepare(problem, x0s, observables)
+    x0s, observables = prepare_starts(problem, x0s, observables)
     N = n_steps_of(horizon, eta) * int(substeps)
     h = horizon / N
     key = jax.random.fold_in(jax.random.key(seed), STREAM_SDE)
     kernel = lambda k, size: _sde_chunk(  # noqa: E731
         problem, eta, x0s, h, N, k, model=model, scheme=scheme, observables=observables, n_paths=size, antithetic=antithetic
     )
-    return _collect(kernel, key, n_paths, chunk, observables, *x0s.shape, problem, per_row=2 if antithetic else 1)
+    return collect_estimates(kernel, key, n_paths, chunk, observables, *x0s.shape, problem, per_row=2 if antithetic else 1)
 
 
 def simulate_sde(

@@ -18,6 +18,15 @@ standard error, ``k - 2`` degrees of freedom; it measures how far from asymptoti
 and the Monte Carlo error, propagated by the delta method, ``var log|e_j| = (se_j / e_j)^2``.
 Exact errors have ``s_mc = 0``. An error smaller than twice its standard error is flagged
 (``resolved = False``): its logarithm carries no information on the order.
+
+A value that is not finite (SGD or a model diverges at that learning rate) raises
+:class:`~sgdlab.core.errors.NonFiniteError` naming the quantity, ``eta`` and the process; its
+``partial`` is the Dataset with what was computed (NaN for the rest).
+
+This is the study module: it puts the simulator (:mod:`sgdlab.sde.sgd`) beside the theory
+(:mod:`~sgdlab.sde.moments`, :mod:`~sgdlab.sde.solvers`, :mod:`~sgdlab.sde.mean_field`), here and in
+:func:`mean_field_study` (SGD, the distribution-dependent SMF and the mean-field PDE on
+two-layer networks).
 """
 
 from __future__ import annotations
@@ -31,11 +40,14 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from sgdlab.sde.problems import FiniteSumProblem, NotLinearGradientError, linear_gradient
+from sgdlab.core.errors import NonFiniteError
+from sgdlab.sde import mean_field as mf
 from sgdlab.sde.models import SDEModel, SVAG, expected_order, get_model
 from sgdlab.sde.moments import NoClosedMomentsError, expectation_from_moments, moments_of, n_steps_of
-from sgdlab.sde.observables import Observable, combine_with_error, get_observable, quadratic_form
-from sgdlab.sde.solvers import SCHEMES, Estimate, sde_monte_carlo, sgd_monte_carlo, svag_monte_carlo
+from sgdlab.sde.observables import Estimate, Observable, combine_with_error, get_observable, quadratic_form
+from sgdlab.sde.problems import FiniteSumProblem, NotLinearGradientError, linear_gradient
+from sgdlab.sde.sgd import mean_field_sgd_enumeration, mean_field_sgd_monte_carlo, sgd_monte_carlo, svag_monte_carlo
+from sgdlab.sde.solvers import SCHEMES, sde_monte_carlo
 
 METHODS = ("auto", "exact", "monte_carlo")
 
@@ -125,8 +137,12 @@ def weak_error_study(
         Dataset with dims ``(model, eta, observable)``: ``sgd``, ``sgd_se`` (eta, observable);
         ``value``, ``value_se``, ``error`` (= value - sgd), ``error_se``, ``resolved``
         (model, eta, observable); ``slope``, ``slope_low``, ``slope_high`` (95% CI),
-        ``expected_order``, ``method`` (model, observable), ``sgd_method`` (observable) and attrs
-        (``horizon``, ``scheme``, ``substeps``, ``n_paths``, ``seed``, ``problem``, ``x0``).
+        ``expected_order``, ``solver`` (model, observable: ``exact`` or ``monte_carlo``),
+        ``sgd_solver`` (observable) and attrs (``horizon``, ``scheme``, ``substeps``, ``n_paths``,
+        ``seed``, ``problem``, ``x0``).
+
+    Raises:
+        NonFiniteError: a value or standard error is NaN or inf (``partial``: the Dataset so far).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}; allowed: {', '.join(METHODS)}")
@@ -176,7 +192,8 @@ def weak_error_study(
             kk, W = forms[o.name]
             if kk not in moments:
                 try:
-                    moments[kk] = moments_of(process, lin, eta, T, x0s[:kk], B)
+                    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below
+                        moments[kk] = moments_of(process, lin, eta, T, x0s[:kk], B)
                 except NoClosedMomentsError:
                     if method == "exact":
                         raise
@@ -199,28 +216,53 @@ def weak_error_study(
         return out, how
 
     nE, nM, nO = len(etas), len(model_objs), len(obs_objs)
-    sgd, sgd_se = np.zeros((nE, nO)), np.zeros((nE, nO))
-    val, val_se = np.zeros((nM, nE, nO)), np.zeros((nM, nE, nO))
-    methods = np.full((nM, nO), "", dtype=object)
-    sgd_method = np.full(nO, "", dtype=object)
+    sgd, sgd_se = np.full((nE, nO), np.nan), np.full((nE, nO), np.nan)
+    val, val_se = np.full((nM, nE, nO), np.nan), np.full((nM, nE, nO), np.nan)
+    solver = np.full((nM, nO), "", dtype=object)
+    sgd_solver = np.full(nO, "", dtype=object)
+
+    def dataset() -> xr.Dataset:
+        return _dataset(etas, model_objs, obs_objs, sgd, sgd_se, val, val_se, solver, sgd_solver, attrs)
+
+    attrs = {
+        "horizon": float(T),
+        "scheme": scheme,
+        "substeps": int(substeps),
+        "n_paths": int(n_paths),
+        "seed": int(seed),
+        "antithetic": int(bool(antithetic)),
+        "batch_size": int(B),
+        "problem": problem.name,
+        "x0": json.dumps(x0s.tolist()),
+    }
     total, done = nE * (nM + 1), 0
     for ie, eta in enumerate(etas):
-        res, how = run("sgd", eta)
-        for io, o in enumerate(obs_objs):
-            sgd[ie, io], sgd_se[ie, io] = res[o.name]
-            sgd_method[io] = how[o.name]
-        done += 1
-        if progress:
-            progress(done, total)
-        for im, m in enumerate(model_objs):
-            res, how = run(m, eta)
+        for im, process in enumerate(["sgd", *model_objs]):
+            res, how = run(process, eta)
             for io, o in enumerate(obs_objs):
-                val[im, ie, io], val_se[im, ie, io] = res[o.name]
-                methods[im, io] = how[o.name]
+                if im == 0:
+                    (sgd[ie, io], sgd_se[ie, io]), sgd_solver[io] = res[o.name], how[o.name]
+                else:
+                    (val[im - 1, ie, io], val_se[im - 1, ie, io]), solver[im - 1, io] = res[o.name], how[o.name]
+            bad = [o for o in obs_objs if not np.all(np.isfinite(res[o.name]))]
+            if bad:
+                o = bad[0]
+                name = "sgd" if im == 0 else process.name
+                raise NonFiniteError(
+                    f"{o.name} ({o.description}) of {name} at eta = {eta:g} ({how[o.name]}) is "
+                    f"{res[o.name].value} ± {res[o.name].se}: {name} diverges at this learning rate "
+                    "(use smaller etas, a shorter horizon or a better conditioned problem)",
+                    partial=dataset(),
+                )
             done += 1
             if progress:
                 progress(done, total)
+    return dataset()
 
+
+def _dataset(etas, model_objs, obs_objs, sgd, sgd_se, val, val_se, solver, sgd_solver, attrs) -> xr.Dataset:
+    """The Dataset of :func:`weak_error_study` from its value arrays (NaN where not computed)."""
+    nM, nO = len(model_objs), len(obs_objs)
     err = val - sgd[None]
     err_se = np.sqrt(val_se**2 + sgd_se[None] ** 2)
     slope = np.full((nM, nO), np.nan)
@@ -228,12 +270,14 @@ def weak_error_study(
     expected = np.zeros((nM, nO), dtype=np.int64)
     for im, m in enumerate(model_objs):
         for io, o in enumerate(obs_objs):
-            slope[im, io], lo[im, io], hi[im, io] = fit_slope(etas, err[im, :, io], err_se[im, :, io])
+            if np.all(np.isfinite(err[im, :, io])):
+                slope[im, io], lo[im, io], hi[im, io] = fit_slope(etas, err[im, :, io], err_se[im, :, io])
             expected[im, io] = expected_order(m, o.copies, o.fluctuation)
-    resolved = np.abs(err) > 2 * err_se
+    with np.errstate(invalid="ignore"):
+        resolved = np.abs(err) > 2 * err_se
 
     dims3 = ("model", "eta", "observable")
-    ds = xr.Dataset(
+    return xr.Dataset(
         {
             "sgd": (("eta", "observable"), sgd, {"long_name": "SGD value at the horizon"}),
             "sgd_se": (("eta", "observable"), sgd_se, {"long_name": "standard error of the SGD value (0: exact)"}),
@@ -246,26 +290,108 @@ def weak_error_study(
             "slope_low": (("model", "observable"), lo, {"long_name": "95% CI of the slope, low"}),
             "slope_high": (("model", "observable"), hi, {"long_name": "95% CI of the slope, high"}),
             "expected_order": (("model", "observable"), expected, {"long_name": "weak order predicted by the theory"}),
-            "method": (("model", "observable"), methods.astype(str), {"long_name": "solver: exact or monte_carlo"}),
-            "sgd_method": (("observable",), sgd_method.astype(str), {"long_name": "SGD solver: exact or monte_carlo"}),
+            "solver": (("model", "observable"), solver.astype(str), {"long_name": "how the model was solved: exact or monte_carlo"}),
+            "sgd_solver": (("observable",), sgd_solver.astype(str), {"long_name": "how SGD was solved: exact or monte_carlo"}),
         },
         coords={
-            "model": np.asarray(names, dtype=str),
+            "model": np.asarray([m.name for m in model_objs], dtype=str),
             "eta": ("eta", np.asarray(etas), {"long_name": "learning rate"}),
             "observable": np.asarray([o.name for o in obs_objs], dtype=str),
             "observable_description": ("observable", np.asarray([o.description for o in obs_objs], dtype=str)),
             "model_description": ("model", np.asarray([m.description for m in model_objs], dtype=str)),
         },
-        attrs={
-            "horizon": float(T),
-            "scheme": scheme,
-            "substeps": int(substeps),
-            "n_paths": int(n_paths),
-            "seed": int(seed),
-            "antithetic": int(bool(antithetic)),
-            "batch_size": int(B),
-            "problem": problem.name,
-            "x0": json.dumps(x0s.tolist()),
-        },
+        attrs=dict(attrs),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Mean-field two-layer networks: SGD, the distribution-dependent SMF and the mean-field PDE
+# ------------------------------------------------------------------------------------------------
+#: the processes of :func:`mean_field_study`
+MEAN_FIELD_PROCESSES = ("sgd", *mf.SDE_PROCESSES)
+
+
+def mean_field_monte_carlo(
+    net: mf.MeanFieldNetwork,
+    particles0,
+    eta: float,
+    horizon: float,
+    process: str,
+    n_paths: int,
+    scheme: str = "weak2",
+    substeps: int = 2,
+    seed: int = 0,
+    chunk: int = 20_000,
+    exact_sgd_limit: int = 2**20,
+) -> dict[str, tuple[float, float, float, float]]:
+    """``{observable: (mean, se, variance, variance_se)}`` at ``T`` for ``process``:
+    ``sgd`` (``T/eta`` steps; exact by :func:`~sgdlab.sde.sgd.mean_field_sgd_enumeration`,
+    ``se = 0``, when there are at most ``exact_sgd_limit`` batch sequences, else
+    :func:`~sgdlab.sde.sgd.mean_field_sgd_monte_carlo`), ``smf`` or ``pde``
+    (:func:`~sgdlab.sde.mean_field.mean_field_sde_monte_carlo`)."""
+    if process not in MEAN_FIELD_PROCESSES:
+        raise ValueError(f"process={process!r}; allowed: {', '.join(MEAN_FIELD_PROCESSES)}")
+    if process != "sgd":
+        return mf.mean_field_sde_monte_carlo(net, particles0, eta, horizon, process, n_paths, scheme, substeps, seed, chunk)
+    if net.n_samples ** (net.batch_size * n_steps_of(horizon, eta)) <= exact_sgd_limit:
+        exact = mean_field_sgd_enumeration(net, particles0, eta, horizon)
+        return {k: (m, 0.0, v, 0.0) for k, (m, v) in exact.items()}
+    return mean_field_sgd_monte_carlo(net, particles0, eta, horizon, n_paths, seed, chunk)
+
+
+def mean_field_study(
+    net: mf.MeanFieldNetwork,
+    Ns: Sequence[int],
+    etas: Sequence[float],
+    horizon: float,
+    n_paths: int = 20_000,
+    scheme: str = "weak2",
+    substeps: int = 2,
+    seed: int = 0,
+    init_scale: float = 1.0,
+    chunk: int = 20_000,
+    exact_sgd_limit: int = 2**20,
+) -> xr.Dataset:
+    """SGD, the distribution-dependent SMF and the mean-field PDE for every ``(N, eta)``.
+
+    The particles of width ``N`` start at :func:`~sgdlab.sde.mean_field.init_particles`
+    ``(seed, N, p, init_scale)``, the same for every process and ``eta``: all randomness is the
+    sampling noise (SGD) or the common Brownian motions (SMF). Returns a Dataset with dims
+    ``(process, N, eta)`` and, per observable in ``MEAN_FIELD_OBSERVABLES``, the mean, its standard
+    error, the variance (of the common noise, not averaged out by ``N``) and its error; ``error``
+    ``(process, N, eta)`` of the mean against SGD, with ``slope``/``slope_low``/``slope_high``
+    ``(process, N)`` of the ``second_layer_overlap`` error versus ``eta``.
+    """
+    Ns, etas = [int(n) for n in Ns], [float(e) for e in etas]
+    shape = (len(MEAN_FIELD_PROCESSES), len(Ns), len(etas))
+    data = {f"{o}{s}": np.zeros(shape) for o in mf.MEAN_FIELD_OBSERVABLES for s in ("", "_se", "_var", "_var_se")}
+    p = net.unit_dim
+    for iN, N in enumerate(Ns):
+        x0 = mf.init_particles(seed, N, p, init_scale)
+        for ie, eta in enumerate(etas):
+            for ip, proc in enumerate(MEAN_FIELD_PROCESSES):
+                res = mean_field_monte_carlo(net, x0, eta, horizon, proc, n_paths, scheme, substeps, seed, chunk, exact_sgd_limit)
+                for o in mf.MEAN_FIELD_OBSERVABLES:
+                    for s, v in zip(("", "_se", "_var", "_var_se"), res[o]):
+                        data[f"{o}{s}"][ip, iN, ie] = v
+    dims = ("process", "N", "eta")
+    ds = xr.Dataset({k: (dims, v) for k, v in data.items()}, coords={"process": list(MEAN_FIELD_PROCESSES), "N": Ns, "eta": etas})
+    key = "second_layer_overlap"
+    err = ds[key] - ds[key].sel(process="sgd")
+    err_se = np.sqrt(ds[f"{key}_se"] ** 2 + ds[f"{key}_se"].sel(process="sgd") ** 2)
+    ds["error"] = err
+    ds["error_se"] = err_se
+    slope = np.full(shape[:2], np.nan)
+    lo, hi = slope.copy(), slope.copy()
+    if len(etas) >= 2:
+        for ip, proc in enumerate(MEAN_FIELD_PROCESSES):
+            if proc == "sgd":
+                continue
+            for iN in range(len(Ns)):
+                slope[ip, iN], lo[ip, iN], hi[ip, iN] = fit_slope(etas, err.values[ip, iN], err_se.values[ip, iN])
+    ds["slope"] = (("process", "N"), slope)
+    ds["slope_low"] = (("process", "N"), lo)
+    ds["slope_high"] = (("process", "N"), hi)
+    ds.attrs.update(horizon=float(horizon), n_paths=int(n_paths), scheme=scheme, substeps=int(substeps), seed=int(seed),
+                    activation=net.activation, init_scale=float(init_scale), observables=json.dumps(mf.MEAN_FIELD_OBSERVABLES))
     return ds

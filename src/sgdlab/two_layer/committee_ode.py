@@ -5,7 +5,7 @@ NeurIPS 2019 (G19; second layer trained, output noise). A classical, independent
 BMZ time-scale machinery: a student ``sum_i v_i g(w_i.x / sqrt N)`` (``K`` units) learns a
 teacher ``sum_n v*_n g(w*_n.x / sqrt N) + sigma_noise zeta`` (``M`` units) by online SGD with
 learning rate ``eta/N`` (first layer) and ``eta_v/N`` (second layer). In the time ``alpha =
-steps / N`` the order parameters ``Q = w.w/N`` (K, K), ``R = w.w*/N`` (K, M), ``T`` (M, M,
+steps / N`` (one sample per step: the number of samples seen per input dimension, ``n / d``) the order parameters ``Q = w.w/N`` (K, K), ``R = w.w*/N`` (K, M), ``T`` (M, M,
 fixed) and ``v`` obey (G19 eqs. (8)-(10); SS95 eqs. (9)-(10) for ``v = v* = 1``)::
 
     dR_in/dalpha = eta v_i sum_p c_p I3(i, n, p)

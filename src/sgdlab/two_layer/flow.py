@@ -15,13 +15,15 @@ multiplies ``da/dt``):
   ``span(theta*, u_1..u_m)``, so the overlaps ``s = U theta*`` and ``G = U U^T`` obey a *closed*
   ODE (derived below); ``d`` enters only through the initial ``(s, G)`` (random unit vectors have
   ``s_i, G_ij ~ d^{-1/2}``). This is the (a, u) flow without any Monte Carlo and without
-  approximation. With ``u_i' = alpha_i theta* + sum_j B_ij u_j``::
+  approximation. With ``u_i' = c_i theta* + sum_j B_ij u_j``::
 
-      alpha_i = a_i V'(s_i)
+      c_i     = a_i V'(s_i)
       B_ij    = -(a_i a_j / m) U'(G_ij)                                  (j != i)
-      B_ii    = -alpha_i s_i + (a_i / m) sum_{j != i} a_j U'(G_ij) G_ij   (tangent projection)
-      s'      = alpha + B s,     G' = alpha s^T + s alpha^T + B G + G B^T  (diag G' = 0 exactly)
+      B_ii    = -c_i s_i + (a_i / m) sum_{j != i} a_j U'(G_ij) G_ij       (tangent projection)
+      s'      = c + B s,     G' = c s^T + s c^T + B G + G B^T            (diag G' = 0 exactly)
       eps a'  = V(s) - (1/m) U(G) a.
+
+* :func:`flow_from_random_starts` -- that flow from random first layers, vmapped over seeds.
 
 * :func:`random_overlaps_wishart` -- initial overlaps of random unit vectors in ``R^d`` in ``O(m^2)``,
   independent of ``d`` (so ``d >> 1/eps`` costs nothing).
@@ -47,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgdlab.two_layer.problem import SingleIndex, U_poly, V_poly, powers
+from sgdlab.two_layer.problem import SingleIndex, U_poly, V_poly, mehler_risk_per_degree, powers
 
 
 class FlowObservables(NamedTuple):
@@ -76,12 +78,12 @@ def population_flow_vector_field(problem: SingleIndex, eps, state, train_second_
     phi, sig = problem.phi_arr, problem.sigma_arr
     VU = phi * sig
     U2 = sig**2
-    alpha = a * _dpoly(VU, s)
+    c = a * _dpoly(VU, s)
     off = 1.0 - jnp.eye(m)
     A = (a[:, None] * a[None, :] * _dpoly(U2, G)) * off / m
-    B = -A + jnp.diag(-alpha * s + jnp.sum(A * G, axis=1))
-    ds = alpha + B @ s
-    dG = jnp.outer(alpha, s) + B @ G
+    B = -A + jnp.diag(-c * s + jnp.sum(A * G, axis=1))
+    ds = c + B @ s
+    dG = jnp.outer(c, s) + B @ G
     dG = (dG + dG.T) * off
     if train_second_layer:
         da = (V_poly(problem, s) - U_poly(problem, G) @ a / m) / eps
@@ -91,8 +93,6 @@ def population_flow_vector_field(problem: SingleIndex, eps, state, train_second_
 
 
 def _flow_observables(problem: SingleIndex, state) -> FlowObservables:
-    from sgdlab.two_layer.problem import mehler_risk_per_degree
-
     a, s, G = state
     M = a @ powers(s, problem.degree) / a.shape[0]
     return FlowObservables(M=M, risk=mehler_risk_per_degree(problem, a, s, G), a=a, s=s)
@@ -243,6 +243,24 @@ def random_overlaps_wishart(key: jax.Array, m: int, d: int) -> tuple[jax.Array, 
     n = jnp.sqrt(jnp.diag(W))
     G = (W / jnp.outer(n, n)).at[jnp.diag_indices(m)].set(1.0)
     return x / n, G
+
+
+def flow_from_random_starts(problem: SingleIndex, key: jax.Array, a0, m: int, d: int, seeds: int, eps, ts,
+                            train_second_layer: bool = True, rtol: float = 1e-8, atol: float = 1e-12, solver: str = "kvaerno5",
+                            max_steps: int = 200_000):
+    """The exact finite-``d`` flow (:func:`solve_population_flow`) from ``seeds`` random first
+    layers of ``m`` unit vectors in ``R^d`` (overlaps drawn by :func:`random_overlaps_wishart`
+    from ``split(key, seeds)``) and the second layer ``a0`` ``(m,)``, vmapped over the seeds.
+
+    Returns ``(FlowObservables, num_steps, success)`` with a leading seed axis (``(seeds,)`` for
+    the last two). A solve that ran out of ``max_steps`` has ``success = False`` and non-finite
+    values after the time it reached."""
+    keys = jax.random.split(key, seeds)
+    s0, G0 = jax.vmap(lambda k: random_overlaps_wishart(k, m, d))(keys)
+    a0 = jnp.asarray(a0)
+    ts = jnp.asarray(ts)
+    return jax.vmap(lambda s, G: solve_population_flow(problem, a0, s, G, eps, ts, train_second_layer, rtol, atol, solver,
+                                                       max_steps))(s0, G0)
 
 
 def initial_second_layer(m: int, scale: float, law: str = "uniform", key: jax.Array | None = None) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 The stochastic and finite-sample versions of the two-learning-rate, mean-field-scaled population
 flow of :mod:`sgdlab.two_layer.flow` (Berthier, Montanari & Zhou, FoCM 2024, eq. (2.4)):
-second-layer step ``dt/eps``, first-layer step ``dt``, time ``t = steps * dt``.
+second-layer step ``eta/eps``, first-layer step ``eta``, time ``t = steps * eta``.
 
 * :func:`online_sgd` -- fresh Gaussian samples every step (one-pass SGD).
 * :func:`finite_data_sgd` -- a fixed data set of ``n = alpha d`` samples: full-batch GD
@@ -66,29 +66,29 @@ def sgd_init(key: jax.Array, a0: jax.Array, d: int) -> tuple[jax.Array, jax.Arra
     return a0, u / jnp.linalg.norm(u, axis=1, keepdims=True)
 
 
-def gradient_step(eps, dt, train_second_layer: bool, sphere: bool, state, grads):
+def gradient_step(eps, eta, train_second_layer: bool, sphere: bool, state, grads):
     """Apply mean-field-scaled gradients ``(m dL/da (m,), m dL/du (m, d))`` to ``(a, u)``:
-    ``a <- a - (dt/eps) m dL/da``; ``u_i <- normalise(u_i - dt P_i m grad_{u_i} L)`` with the
-    tangent projection ``P_i = I - u_i u_i^T`` if ``sphere``, else ``u <- u - dt m grad_u L``."""
+    ``a <- a - (eta/eps) m dL/da``; ``u_i <- normalise(u_i - eta P_i m grad_{u_i} L)`` with the
+    tangent projection ``P_i = I - u_i u_i^T`` if ``sphere``, else ``u <- u - eta m grad_u L``."""
     a, u = state
     ga, gu = grads
     if sphere:
         gu = gu - jnp.sum(gu * u, axis=1, keepdims=True) * u
-        u = u - dt * gu
+        u = u - eta * gu
         u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
     else:
-        u = u - dt * gu
+        u = u - eta * gu
     if train_second_layer:
-        a = a - (dt / eps) * ga
+        a = a - (eta / eps) * ga
     return a, u
 
 
-def sgd_step(problem: SingleIndex, eps, dt, batch: int, train_second_layer: bool, state, key, sphere: bool = True):
-    """One online-SGD step, the stochastic version of BMZ eq. (2.4) with step ``dt``, on a fresh
+def sgd_step(problem: SingleIndex, eps, eta, batch: int, train_second_layer: bool, state, key, sphere: bool = True):
+    """One online-SGD step, the stochastic version of BMZ eq. (2.4) with step ``eta``, on a fresh
     batch ``x`` ``(batch, d)`` (see :func:`gradient_step`)."""
     a, u = state
     x = jax.random.normal(key, (batch, u.shape[1]))
-    return gradient_step(eps, dt, train_second_layer, sphere, state, online_sgd_grad(problem, a, u, x))
+    return gradient_step(eps, eta, train_second_layer, sphere, state, online_sgd_grad(problem, a, u, x))
 
 
 def observe(problem: SingleIndex, state, sphere: bool = True, data: tuple[jax.Array, jax.Array] | None = None) -> TwoLayerObservables:
@@ -132,7 +132,7 @@ def online_sgd(
     a0: jax.Array,
     d: int,
     eps,
-    dt,
+    eta,
     steps: jax.Array,
     batch: int = 1,
     train_second_layer: bool = True,
@@ -140,14 +140,14 @@ def online_sgd(
     full: bool = False,
 ):
     """Online SGD from ``a0`` ``(m,)`` and random unit ``u``, observed after ``steps`` ``(n_t,)``
-    (increasing step counts; time ``t = steps dt``).
+    (increasing step counts; time ``t = steps eta``).
 
     Returns ``(M, risk)``, both ``(n_t, K+1)`` (moments and exact per-degree population risk), or
     with ``full=True`` the :class:`TwoLayerObservables`. ``sphere=False``: unconstrained first
     layer (module docstring). Vmap over ``key`` for seeds."""
     k_init, k_run = jax.random.split(key)
     state = sgd_init(k_init, a0, d)
-    step = lambda st, k: sgd_step(problem, eps, dt, batch, train_second_layer, st, k, sphere)  # noqa: E731
+    step = lambda st, k: sgd_step(problem, eps, eta, batch, train_second_layer, st, k, sphere)  # noqa: E731
     out = _run(step, lambda st: observe(problem, st, sphere), state, k_run, steps)
     return out if full else (out.M, out.risk)
 
@@ -159,7 +159,7 @@ def make_data(problem: SingleIndex, key: jax.Array, n: int, d: int) -> tuple[jax
     return X, target(problem, X)
 
 
-def finite_data_step(problem: SingleIndex, eps, dt, batch: int | None, train_second_layer: bool, sphere: bool, data, state, key):
+def finite_data_step(problem: SingleIndex, eps, eta, batch: int | None, train_second_layer: bool, sphere: bool, data, state, key):
     """One GD (``batch=None``: gradient of the empirical risk over all ``n`` samples) or minibatch
     SGD step (``batch`` indices i.i.d. uniform with replacement) on the data set ``data = (X, y)``.
     The gradient is that of ``(1/2B) sum_b (y_b - f(x_b))^2`` (labels from the data set, not
@@ -168,7 +168,7 @@ def finite_data_step(problem: SingleIndex, eps, dt, batch: int | None, train_sec
     if batch is not None:
         idx = jax.random.randint(key, (batch,), 0, X.shape[0])
         X, y = X[idx], y[idx]
-    return gradient_step(eps, dt, train_second_layer, sphere, state, online_sgd_grad(problem, *state, X, y))
+    return gradient_step(eps, eta, train_second_layer, sphere, state, online_sgd_grad(problem, *state, X, y))
 
 
 @partial(jax.jit, static_argnames=("problem", "d", "n", "batch", "train_second_layer", "sphere"))
@@ -179,7 +179,7 @@ def finite_data_sgd(
     d: int,
     n: int,
     eps,
-    dt,
+    eta,
     steps: jax.Array,
     batch: int | None = None,
     train_second_layer: bool = True,
@@ -188,13 +188,13 @@ def finite_data_sgd(
 ) -> TwoLayerObservables:
     """GD / minibatch SGD on one data set of ``n = alpha d`` samples (drawn from ``key``), from
     ``a0`` ``(m,)`` and ``u0`` ``(m, d)`` (default: i.i.d. uniform unit rows from ``key``),
-    observed after ``steps`` ``(n_t,)``; time ``t = steps dt``. Returns
+    observed after ``steps`` ``(n_t,)``; time ``t = steps eta``. Returns
     :class:`TwoLayerObservables` (``(n_t, ...)``), with the exact population risk per degree
-    (the test error) and the training risk. As ``alpha -> inf`` at fixed ``d`` and ``dt -> 0``, GD
+    (the test error) and the training risk. As ``alpha -> inf`` at fixed ``d`` and ``eta -> 0``, GD
     tends to the exact finite-``d`` population flow
     (:func:`sgdlab.two_layer.flow.solve_population_flow`). Vmap over ``key`` for seeds."""
     k_init, k_data, k_run = jax.random.split(key, 3)
     state = sgd_init(k_init, a0, d) if u0 is None else (a0, u0)
     data = make_data(problem, k_data, n, d)
-    step = lambda st, k: finite_data_step(problem, eps, dt, batch, train_second_layer, sphere, data, st, k)  # noqa: E731
+    step = lambda st, k: finite_data_step(problem, eps, eta, batch, train_second_layer, sphere, data, st, k)  # noqa: E731
     return _run(step, lambda st: observe(problem, st, sphere, data), state, k_run, steps)

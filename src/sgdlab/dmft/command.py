@@ -1,0 +1,77 @@
+"""The studies of the Gaussian-mixture wing, as the CLI and the sweep engine see them.
+
+- :data:`STUDY` (``sgdlab run``, ``sgdlab theory``, ``sgdlab sweep``): a run of
+  :func:`sgdlab.dmft.experiment.run`, simulation beside DMFT.
+- :data:`NOISE` (``sgdlab noise``): the effective noise of SGD, :func:`sgdlab.dmft.noise.run`
+  (FDT temperature, replica distance, margins); a ``[sweep]`` of it is the phase diagram.
+"""
+
+from __future__ import annotations
+
+import xarray as xr
+
+from sgdlab.core.report import table
+from sgdlab.core.study import Study
+from sgdlab.dmft.config import Config
+from sgdlab.dmft.experiment import group_key, run, run_many
+from sgdlab.dmft.noise import NoiseStudyConfig
+from sgdlab.dmft.plot import figures
+
+SUMMARY_VARIABLES = ("m", "q", "train_loss", "train_error", "test_loss", "test_error")
+
+
+def summary_table(ds: xr.Dataset):
+    """The order parameters at the last saved time, per method (simulation: mean ± std over seeds)."""
+    rows = []
+    for var in SUMMARY_VARIABLES:
+        if var not in ds:
+            continue
+        for i, method in enumerate(map(str, ds.method.values)):
+            da = ds[var].isel(method=i, t=-1)
+            spread = method == "sim" and "seed" in da.dims and da.sizes["seed"] > 1
+            rows.append([var, method, f"{float(da.mean()):.4f}", f"{float(da.std(ddof=1)):.4f}" if spread else "-"])
+    t_end = float(ds.t[-1])
+    return table(f"{ds.attrs.get('study', 'dmft')}: t = {t_end:g}", ["quantity", "method", "mean", "± std (seeds)"], rows)
+
+
+STUDY = Study(
+    name="dmft",
+    command="run",
+    config=Config,
+    run=lambda cfg, progress=None: run(cfg, progress),
+    figures=figures,
+    table=summary_table,
+    ref="sgdlab.dmft.command:STUDY",
+    run_many=run_many,
+    group_key=group_key,
+)
+
+
+def _run_noise(cfg, progress=None):
+    from sgdlab.dmft import noise
+
+    return noise.run(cfg, progress)
+
+
+def _noise_figures(ds: xr.Dataset) -> dict:
+    from sgdlab.dmft.noise_plot import figures as noise_figures
+
+    return noise_figures(ds)
+
+
+def _noise_table(ds: xr.Dataset):
+    from sgdlab.dmft.noise_plot import table as noise_table
+
+    return noise_table(ds)
+
+
+NOISE = Study(
+    name="noise",
+    command="noise",
+    config=NoiseStudyConfig,
+    run=_run_noise,
+    figures=_noise_figures,
+    table=_noise_table,
+    ref="sgdlab.dmft.command:NOISE",
+    sweep_variables=("D_inf", "T_eff", "kappa_max"),
+)

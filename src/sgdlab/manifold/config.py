@@ -1,0 +1,233 @@
+"""The config of ``sgdlab manifold``: model, noise, step sizes, limit solver, figure.
+
+TOML layout (every key is optional; ``sgdlab manifold --example default`` shows one)::
+
+    name = "manifold_hyperbola_label_noise"     # names the outputs
+    description = "..."
+    [model]       name = "hyperbola" | "two_unit" | "diagonal" | "tanh", init = [...], model keys
+    [noise]       name, sigma, sigma_scaling, distribution, batch_size
+    [simulation]  etas, runs, tau_max, tau_save, seed, max_steps
+    [limit]       kind, substeps, phi_tol, rank_rtol
+    [plot]        variables
+    [sweep]       optional: dotted keys of any table but simulation.etas (see docs/manifold.md)
+
+``simulation.etas`` (the step sizes; the paper's alpha is our eta) is part of one run, not a sweep
+axis: the result compares the simulations at several eta with the eta -> 0 limit.
+
+This module is pure pydantic (cheap to import); the models and solvers are built in
+:mod:`sgdlab.manifold.experiment`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sgdlab.core.config import ExperimentConfig, Section, validate_config
+
+__all__ = [
+    "DEFAULT_PHI_TOL",
+    "DEFAULT_RANK_RTOL",
+    "ManifoldConfig",
+    "ManifoldLimitConfig",
+    "ManifoldModelConfig",
+    "ManifoldNoiseConfig",
+    "ManifoldPlotConfig",
+    "ManifoldSimulationConfig",
+    "load_config",
+]
+
+NoiseName = Literal["label_noise", "dropout", "dropconnect", "perturbed_gd", "anticorrelated_perturbed_gd", "sgld", "minibatch_sgd"]
+
+#: the limit solver's defaults (:data:`sgdlab.manifold.limit.PHI_TOL`, ``RANK_RTOL``; a test checks
+#: they agree), written here so that loading a config does not import the solver
+DEFAULT_PHI_TOL = 1e-12
+DEFAULT_RANK_RTOL = 1e-8
+
+#: Model keys beyond ``name`` and ``init``, and the models they belong to.
+MODEL_KEYS = {
+    "n": ("hyperbola", "diagonal", "tanh"),
+    "d": ("diagonal",),
+    "sparsity": ("diagonal",),
+    "init_scale": ("diagonal",),
+    "width": ("tanh",),
+    "input_dim": ("tanh",),
+    "data_seed": ("diagonal", "tanh"),
+}
+DISTRIBUTIONS = {
+    "label_noise": ("gaussian", "rademacher"),
+    "perturbed_gd": ("gaussian", "rademacher"),
+    "anticorrelated_perturbed_gd": ("gaussian",),
+    "sgld": ("gaussian",),
+    "dropout": ("bernoulli", "gaussian"),
+    "dropconnect": ("bernoulli", "gaussian"),
+    "minibatch_sgd": (),
+}
+
+
+class ManifoldModelConfig(Section):
+    """``[model]``: which model, its data and the initial weights."""
+
+    name: Literal["hyperbola", "two_unit", "diagonal", "tanh"] = "hyperbola"
+    init: list[float] | None = Field(None, description="initial weights w0 (length p of the model); default: the model's")
+    n: int | None = Field(None, ge=1, le=10_000, description="number of samples, in [1, 10000] (hyperbola: default 1; diagonal: < d; tanh: <= input_dim)")
+    d: int | None = Field(None, ge=2, le=2000, description="diagonal network dimension, in [2, 2000]")
+    sparsity: int | None = Field(None, ge=0, description="number of nonzero entries of beta*, in [0, d]")
+    init_scale: float | None = Field(None, gt=0, description="diagonal network start u = v = init_scale, in (0, inf)")
+    width: int | None = Field(None, ge=1, le=256, description="tanh network width, in [1, 256]")
+    input_dim: int | None = Field(None, ge=1, le=256, description="tanh network input dimension, in [1, 256]")
+    data_seed: int | None = Field(None, ge=0, description="seed of the data (diagonal, tanh), in [0, inf)")
+
+    @model_validator(mode="after")
+    def _keys_belong(self):
+        for key, owners in MODEL_KEYS.items():
+            if getattr(self, key) is not None and self.name not in owners:
+                raise ValueError(f"model.{key} belongs to the {' / '.join(owners)} model(s), not to model.name = {self.name!r}")
+        if self.name == "diagonal":
+            d = self.d if self.d is not None else 12
+            n = self.n if self.n is not None else 6
+            if n >= d:
+                raise ValueError(f"model.n={n} must be < model.d={d} (fewer data than dimensions)")
+            if self.sparsity is not None and self.sparsity > d:
+                raise ValueError(f"model.sparsity={self.sparsity} must be in [0, model.d={d}]")
+        if self.name == "tanh":
+            n, d = (self.n or 4), (self.input_dim or 4)
+            if n > d:
+                raise ValueError(f"model.n={n} must be <= model.input_dim={d} (orthonormal inputs; fewer data than parameters)")
+        if self.init is not None and len(self.init) != self.n_params:
+            raise ValueError(f"model.init must have {self.n_params} entries for model.name = {self.name!r} (got {len(self.init)})")
+        return self
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights ``p`` of the configured model."""
+        if self.name == "hyperbola":
+            return 2
+        if self.name == "two_unit":
+            return 4
+        if self.name == "diagonal":
+            return 2 * (self.d if self.d is not None else 12)
+        return (self.width or 3) * ((self.input_dim or 4) + 1)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples ``n`` of the configured model."""
+        return self.n if self.n is not None else {"hyperbola": 1, "two_unit": 1, "diagonal": 6, "tanh": 4}[self.name]
+
+
+class ManifoldNoiseConfig(Section):
+    """``[noise]``: the injected noise and its scale."""
+
+    name: NoiseName = "label_noise"
+    sigma: float | None = Field(None, gt=0, le=100, description="noise scale sigma (at etas[0]), in (0, 100]; not for minibatch_sgd")
+    sigma_scaling: Literal["fixed", "sqrt_eta"] = "fixed"
+    distribution: Literal["gaussian", "rademacher", "bernoulli"] | None = None
+    batch_size: int | None = Field(None, ge=1, description="minibatch size b, in [1, n]; minibatch_sgd only")
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.name == "minibatch_sgd":
+            if self.batch_size is None:
+                raise ValueError("noise.batch_size is required for minibatch_sgd (sigma^2 = n/b - 1 follows from it)")
+            if self.sigma is not None:
+                raise ValueError("noise.sigma is set by noise.batch_size for minibatch_sgd (sigma^2 = n/b - 1); remove it")
+            if self.sigma_scaling != "fixed":
+                raise ValueError("noise.sigma_scaling must be 'fixed' for minibatch_sgd")
+        else:
+            if self.sigma is None:
+                raise ValueError(f"noise.sigma is required for {self.name}")
+            if self.batch_size is not None:
+                raise ValueError(f"noise.batch_size belongs to minibatch_sgd only (noise.name = {self.name!r})")
+        allowed = DISTRIBUTIONS[self.name]
+        if self.distribution is not None and self.distribution not in allowed:
+            raise ValueError(f"noise.distribution={self.distribution!r} is not allowed for {self.name}; allowed: {', '.join(allowed) or 'none'}")
+        return self
+
+
+class ManifoldSimulationConfig(Section):
+    """``[simulation]``: step sizes, runs and the rescaled-time grid."""
+
+    etas: list[float] = Field(default_factory=lambda: [0.04, 0.02], description="step sizes eta, each in (0, 1], distinct")
+    runs: int = Field(64, ge=2, le=100_000, description="independent runs per eta, in [2, 100000]")
+    tau_max: float = Field(3.0, gt=0, description="final rescaled time, in (0, inf)")
+    tau_save: float = Field(0.1, gt=0, description="rescaled time between saves, in (0, tau_max], dividing tau_max")
+    seed: int = Field(0, ge=0, description="base seed, in [0, inf)")
+    max_steps: int = Field(5_000_000, ge=1, description="refuse runs longer than this many steps per eta, in [1, inf)")
+
+    @field_validator("etas")
+    @classmethod
+    def _check_etas(cls, v):
+        if not v:
+            raise ValueError("etas must not be empty")
+        bad = [a for a in v if not 0 < a <= 1]
+        if bad:
+            raise ValueError(f"etas={v}: every eta must be in (0, 1] (got {bad})")
+        if len(set(v)) != len(v):
+            raise ValueError(f"etas={v} must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _grid(self):
+        if self.tau_save > self.tau_max:
+            raise ValueError(f"simulation.tau_save={self.tau_save} must be <= simulation.tau_max={self.tau_max}")
+        ratio = self.tau_max / self.tau_save
+        if abs(ratio - round(ratio)) > 1e-9 * ratio:
+            raise ValueError(f"simulation.tau_save={self.tau_save} must divide simulation.tau_max={self.tau_max} (ratio {ratio:.6g})")
+        return self
+
+    @property
+    def n_saves(self) -> int:
+        return int(round(self.tau_max / self.tau_save))
+
+
+class ManifoldLimitConfig(Section):
+    """``[limit]``: the limit solver."""
+
+    kind: Literal["auto", "non_degenerate", "degenerate", "trivial"] = "auto"
+    substeps: int = Field(10, ge=1, le=10_000, description="RK4 / Euler-Maruyama steps per save, in [1, 10000]")
+    phi_tol: float = Field(DEFAULT_PHI_TOL, gt=0, le=1e-6, description="gradient-flow tolerance of Phi, in (0, 1e-6]")
+    rank_rtol: float = Field(DEFAULT_RANK_RTOL, gt=0, lt=1e-2, description="relative eigenvalue threshold of the Hessian rank, in (0, 1e-2)")
+
+
+class ManifoldPlotConfig(Section):
+    """``[plot]``: what the figure shows."""
+
+    variables: list[str] | None = Field(None, description="observables to draw, first one also in the bias panel (default: the model's first five)")
+
+
+class ManifoldConfig(ExperimentConfig):
+    """A full ``sgdlab manifold`` experiment (``name``, ``description``, ``[sweep]``: the base's)."""
+
+    model: ManifoldModelConfig = Field(default_factory=ManifoldModelConfig)
+    noise: ManifoldNoiseConfig = Field(default_factory=lambda: ManifoldNoiseConfig(sigma=1.0))
+    simulation: ManifoldSimulationConfig = Field(default_factory=ManifoldSimulationConfig)
+    limit: ManifoldLimitConfig = Field(default_factory=ManifoldLimitConfig)
+    plot: ManifoldPlotConfig = Field(default_factory=ManifoldPlotConfig)
+
+    #: the step sizes are one axis of a single run (sim at several eta against the eta -> 0 limit)
+    fixed_keys: ClassVar[dict[str, str]] = {
+        "simulation.etas": "the study's own axis: every run compares its step sizes with the eta -> 0 limit",
+    }
+
+    @model_validator(mode="after")
+    def _cross_section(self):
+        if self.noise.name == "dropout" and self.model.name == "hyperbola":
+            raise ValueError("noise.name = 'dropout' needs hidden units; model.name = 'hyperbola' has none (use two_unit, diagonal or tanh)")
+        if self.noise.name == "minibatch_sgd":
+            n = self.model.n_samples
+            if self.noise.batch_size > n:
+                raise ValueError(f"noise.batch_size={self.noise.batch_size} must be in [1, n={n}] (the number of samples, model.n)")
+        return self
+
+
+def load_config(source: ManifoldConfig | dict[str, Any] | str | Path | None = None) -> ManifoldConfig:
+    """A validated :class:`ManifoldConfig` from a config, a dict of TOML keys, a TOML path or
+    ``None`` (the built-in ``default`` example). Raises
+    :class:`~sgdlab.core.errors.ConfigError` with one line per problem, each naming the key."""
+    if source is None:
+        from sgdlab.core.command import example_path
+
+        source = example_path("manifold", "default")
+    return validate_config(ManifoldConfig, source)

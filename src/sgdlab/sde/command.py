@@ -1,0 +1,18 @@
+"""The study object of ``sgdlab sde`` (the CLI verb and the sweep engine are built from it)."""
+
+from __future__ import annotations
+
+from sgdlab.core.study import Study
+from sgdlab.sde.config import SDEConfig
+from sgdlab.sde.experiment import STUDY_NAME, run
+from sgdlab.sde.plot import figures, table
+
+STUDY = Study(
+    name=STUDY_NAME,
+    command="sde",
+    config=SDEConfig,
+    run=run,
+    figures=figures,
+    table=table,
+    ref="sgdlab.sde.command:STUDY",
+)
