@@ -83,11 +83,22 @@ def _options(out, quiet, plot, scheduler, workers, overwrite) -> CommonOptions:
     return CommonOptions(out=out, quiet=quiet, plot=plot, scheduler=scheduler, workers=workers, overwrite=overwrite)
 
 
-def _register(command: str) -> None:
-    ref, help_text = STUDIES[command]
+def _theory_only(source: dict) -> dict:
+    """`sgdlab theory`: the config of `sgdlab run` without the simulation, named NAME-theory."""
+    source.setdefault("simulation", {})["enabled"] = False
+    theory_table = source.setdefault("theory", {})
+    if not theory_table.get("methods"):
+        theory_table["methods"] = ["dmft"]
+    source["name"] = f"{source.get('name', 'default')}-theory"
+    return source
+
+
+def _register(name: str, command: str, help_text: str, prepare=None) -> None:
+    """Register the CLI verb ``name`` running the study of ``command`` (its examples, its config),
+    with ``prepare(source) -> source`` applied to the config table first."""
 
     def study_command(
-        config: Optional[Path] = typer.Argument(None, help="TOML config file; omitted: the built-in example 'default'."),
+        config: Optional[Path] = typer.Argument(None, help=f"TOML config file; omitted: the built-in example 'default' of `sgdlab {command}`."),
         example: Example = None,
         set_: Set = [],
         out: Out = Path("results"),
@@ -97,42 +108,25 @@ def _register(command: str) -> None:
         workers: Workers = None,
         overwrite: Overwrite = False,
     ):
-        opts = _options(out, quiet, plot, scheduler, workers, overwrite)
-        report_errors(lambda: run_study_command(_study(command), config_source(command, config, example, set_), opts), _state["debug"])
+        def go():
+            source = config_source(command, config, example, set_)
+            source = prepare(source) if prepare is not None else source
+            return run_study_command(_study(command), source, _options(out, quiet, plot, scheduler, workers, overwrite))
 
-    study_command.__doc__ = help_text + " A config with a [sweep] table runs the sweep into one store."
-    app.command(name=command)(study_command)
+        report_errors(go, _state["debug"])
+
+    study_command.__doc__ = help_text
+    app.command(name=name)(study_command)
 
 
-for _command in STUDIES:
-    _register(_command)
-
-
-@app.command()
-def theory(
-    config: Optional[Path] = typer.Argument(None, help="TOML config file; omitted: the built-in example 'default' of `sgdlab run`."),
-    example: Example = None,
-    set_: Set = [],
-    out: Out = Path("results"),
-    quiet: Quiet = False,
-    plot: Plot = True,
-    scheduler: Scheduler = None,
-    workers: Workers = None,
-    overwrite: Overwrite = False,
-):
-    """The Gaussian-mixture theory only (the [theory] methods; DMFT if none is listed): `sgdlab run`
-    with simulation.enabled = false, written as NAME-theory. A [sweep] gives a DMFT phase diagram."""
-
-    def go():
-        source = config_source("run", config, example, set_)
-        source.setdefault("simulation", {})["enabled"] = False
-        theory_table = source.setdefault("theory", {})
-        if not theory_table.get("methods"):
-            theory_table["methods"] = ["dmft"]
-        source["name"] = f"{source.get('name', 'default')}-theory"
-        return run_study_command(_study("run"), source, _options(out, quiet, plot, scheduler, workers, overwrite))
-
-    report_errors(go, _state["debug"])
+for _command, (_ref, _help) in STUDIES.items():
+    _register(_command, _command, _help + " A config with a [sweep] table runs the sweep into one store.")
+_register(
+    "theory", "run",
+    "The Gaussian-mixture theory only (the [theory] methods; DMFT if none is listed): `sgdlab run` with "
+    "simulation.enabled = false, written as NAME-theory. A [sweep] gives a DMFT phase diagram.",
+    prepare=_theory_only,
+)
 
 
 @app.command()

@@ -126,3 +126,20 @@ def test_output_names_stay_inside_the_output_folder(tmp_path):
         result = runner.invoke(app, ["run", "--example", "tiny", "-o", str(tmp_path), "--set", f"name='{bad}'"])
         assert result.exit_code == 2 and "name=" in result.output and "plain file name" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_dmft_only_phase_diagram_is_one_command(tmp_path):
+    """`sgdlab sweep` runs the theory too: simulation.enabled = false gives a DMFT-only sweep."""
+    cfg = tmp_path / "pd.toml"
+    cfg.write_text(
+        '[algorithm]\nhorizon = 1.0\nsave_every = 2\n[simulation]\nenabled = false\n'
+        '[theory]\nmethods = ["dmft"]\nsamples = 2000\niterations = 5\n'
+        '[sweep]\n"algorithm.batch_fraction" = [0.3, 0.6]\n"algorithm.persistence_time" = [1.0, 2.0]\n'
+    )
+    result = runner.invoke(app, ["sweep", str(cfg), "-o", str(tmp_path), "--workers", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    ds = store.load(tmp_path / "pd.zarr")
+    assert list(ds.method.values) == ["dmft"] and "seed" not in ds.dims
+    assert ds.test_error.dims == ("algorithm.batch_fraction", "algorithm.persistence_time", "method", "t")
+    assert np.all(np.isfinite(ds.test_error.values)) and np.all(ds.status.values == 1)
+    assert (tmp_path / "pd.png").read_bytes()[:4] == b"\x89PNG"

@@ -19,8 +19,8 @@ simulators), :mod:`~sgdlab.manifold.limit` (the limit solver; it never imports t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sgdlab.core.lazy import lazy_exports
+
 
 _WHERE = {
     "run": "experiment",
@@ -42,14 +42,4 @@ _WHERE = {
     "make_model": "models",
 }
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"sgdlab.manifold.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'sgdlab.manifold' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -19,8 +19,8 @@ imported on first use, so ``import sgdlab.sde`` is cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sgdlab.core.lazy import lazy_exports
+
 
 #: public name -> the submodule that defines it
 _WHERE = {
@@ -61,16 +61,4 @@ _WHERE = {
     "svag_monte_carlo": "sgd",
 }
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"sgdlab.sde.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sgdlab.sde' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

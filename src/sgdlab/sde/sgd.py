@@ -26,7 +26,6 @@ import numpy as np
 
 from sgdlab.sde.network import MEAN_FIELD_OBSERVABLES, MeanFieldNetwork, chunk_estimates, lifted_problem, mean_field_features
 from sgdlab.sde.models import SVAG
-from sgdlab.sde.problems import n_steps_of
 from sgdlab.sde.observables import (
     STREAM_SGD,
     STREAM_SVAG,
@@ -37,7 +36,7 @@ from sgdlab.sde.observables import (
     feature_sums,
     prepare_starts,
 )
-from sgdlab.sde.problems import FiniteSumProblem
+from sgdlab.sde.problems import FiniteSumProblem, n_steps_of
 
 Array = jax.Array
 

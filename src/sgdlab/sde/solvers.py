@@ -42,7 +42,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgdlab.sde.models import SDE, SDEModel, sde_for
-from sgdlab.sde.problems import n_steps_of
 from sgdlab.sde.observables import (
     STREAM_SDE,
     Estimate,
@@ -52,7 +51,7 @@ from sgdlab.sde.observables import (
     feature_sums,
     prepare_starts,
 )
-from sgdlab.sde.problems import FiniteSumProblem
+from sgdlab.sde.problems import FiniteSumProblem, n_steps_of
 
 Array = jax.Array
 

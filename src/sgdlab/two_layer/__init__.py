@@ -22,8 +22,8 @@ import each other; :mod:`~sgdlab.two_layer.experiment` puts them side by side.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from sgdlab.core.lazy import lazy_exports
+
 
 #: public name -> module that defines it (imported on first use: ``import sgdlab.two_layer`` stays cheap)
 _WHERE = {
@@ -47,16 +47,4 @@ _WHERE = {
     "STUDY": "command",
 }
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"sgdlab.two_layer.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sgdlab.two_layer' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -1,0 +1,32 @@
+"""Lazy public faces: a wing's ``__init__`` names its exports without importing every module.
+
+Usage in ``sgdlab/<wing>/__init__.py``::
+
+    _WHERE = {"run": "experiment", "figures": "plot"}       # name -> submodule
+    __all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
+
+A name is imported from ``<package>.<submodule>`` at its first use and cached in the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Callable
+
+
+def lazy_exports(package: str, where: dict[str, str]) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__all__, __getattr__, __dir__)`` of ``package`` exporting ``where``'s names lazily."""
+    names = sorted(where)
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+            setattr(sys.modules[package], name, value)
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(names))
+
+    return names, __getattr__, __dir__
