@@ -13,16 +13,18 @@ Quick use::
     ds = sgdlab.run()                       # the built-in default experiment (Gaussian mixture)
     ds = sgdlab.run({"algorithm": {"name": "gd"}, "simulation": {"d": 500}})
 
-Importing sgdlab enables JAX's 64-bit mode (``jax_enable_x64``; theory solvers run in float64);
-simulators choose their dtype explicitly (``simulation.dtype``). Nothing else is changed: sgdlab
-never selects a matplotlib backend.
+Importing sgdlab enables JAX's 64-bit mode (``jax_enable_x64``; theory solvers run in float64;
+simulators choose their dtype explicitly, ``simulation.dtype``) and JAX's persistent compilation
+cache in ``~/.cache/sgdlab/jax`` (``SGDLAB_JAX_CACHE=DIR`` moves it, ``SGDLAB_JAX_CACHE=off``
+leaves JAX's cache alone): see :mod:`sgdlab.core.jaxconfig`. sgdlab never selects a matplotlib
+backend.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-import jax
+from sgdlab.core.jaxconfig import configure_jax
 
-jax.config.update("jax_enable_x64", True)
+configure_jax()
 
 try:
     __version__ = version("sgdlab")

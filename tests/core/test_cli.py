@@ -143,3 +143,32 @@ def test_dmft_only_phase_diagram_is_one_command(tmp_path):
     assert ds.test_error.dims == ("algorithm.batch_fraction", "algorithm.persistence_time", "method", "t")
     assert np.all(np.isfinite(ds.test_error.values)) and np.all(ds.status.values == 1)
     assert (tmp_path / "pd.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_dmft_that_does_not_converge_is_kept_flagged_and_fails_the_command(tmp_path):
+    result = runner.invoke(app, [
+        "run", "--example", "tiny", "-o", str(tmp_path), "--no-plot",
+        "--set", 'theory.methods=["dmft"]', "--set", "theory.samples=500", "--set", "theory.iterations=1",
+        "--set", 'theory.start="zero"',
+    ])
+    assert result.exit_code == 1, result.output
+    assert "did not converge" in result.output and "FLAGGED" in result.output  # in the message and the table
+    ds = store.load(tmp_path / "tiny.zarr")
+    assert ds.attrs["status"].startswith("flagged: DMFT did not converge") and ds.attrs["dmft_converged"] == 0
+
+
+def test_an_unusable_output_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["run", "--example", "tiny", "-o", str(blocker / "sub"), "-q"])
+    assert result.exit_code == 2 and "cannot read or write" in result.output and "Traceback" not in result.output
+
+
+def test_plot_and_status_on_the_wrong_kind_of_store_are_one_line(tmp_path):
+    result = runner.invoke(app, ["run", "--example", "tiny", "-o", str(tmp_path), "-q", "--no-plot"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["sweep", "--status", str(tmp_path / "tiny.zarr")])
+    assert result.exit_code == 2 and "not a sweep store" in result.output
+    (tmp_path / "junk.zarr").mkdir()
+    result = runner.invoke(app, ["plot", str(tmp_path / "junk.zarr")])
+    assert result.exit_code == 2 and "Traceback" not in result.output

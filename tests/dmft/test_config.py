@@ -81,3 +81,45 @@ def test_toml_file_errors(tmp_path):
     good = tmp_path / "mine.toml"
     good.write_text("[algorithm]\nname = 'gd'\n")
     assert load_config(good).name == "mine"
+
+
+def test_zero_start_is_a_valid_start():
+    """m0 = sigma0 = 0 (w = 0): every test point is a tie (an error), and the run goes on."""
+    import numpy as np
+
+    import sgdlab
+    from sgdlab.dmft import problem as gm
+
+    two = sgdlab.load_config({}).problem.to_problem()
+    assert float(gm.test_error(two, np.float64(0.0), np.float64(0.0))) == 1.0
+    assert float(gm.test_error(two, np.float64(0.3), np.float64(0.0))) == 0.0
+    cfg = {"problem": {"m0": 0.0, "sigma0": 0.0}, "algorithm": {"horizon": 0.5}, "simulation": {"d": 60, "seeds": 2},
+           "theory": {"methods": ["dmft"], "samples": 400, "iterations": 3}}
+    ds = sgdlab.run(cfg)
+    assert np.all(np.isfinite(ds.test_error.values)) and np.all(ds.test_error.isel(t=0).values == 1.0)
+
+
+@pytest.mark.parametrize(
+    "patch,match",
+    [
+        ({"problem": {"alpha": 1e-300}}, r"problem\.alpha \* simulation\.d"),
+        ({"algorithm": {"horizon": 1e308}}, r"horizon / eta"),
+        ({"algorithm": {"eta": True}}, r"algorithm\.eta"),
+        ({"simulation": {"d": "2000"}}, r"simulation\.d"),
+        ({"problem": {"ridge": float("nan")}}, r"problem\.ridge"),
+        ({"problem": {"m0": float("inf")}}, r"problem\.m0"),
+        ({"simulation": {"seeds": 10**12}}, r"simulation\.seeds"),
+    ],
+)
+def test_values_the_core_cannot_take_are_refused_naming_the_key(patch, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(patch)
+
+
+def test_a_run_that_does_not_fit_in_memory_is_refused_before_it_starts(monkeypatch):
+    monkeypatch.setattr("sgdlab.core.memory.available_bytes", lambda: 2**30)  # 1 GiB free
+    with pytest.raises(ConfigError, match=r"needs about .* GiB.*lower simulation\.d"):
+        load_config({"simulation": {"d": 20000, "seeds": 8}})
+    with pytest.raises(ConfigError, match=r"the DMFT .*lower theory\.samples"):
+        load_config({"simulation": {"d": 100}, "theory": {"methods": ["dmft"], "samples": 2_000_000}})
+    load_config({"simulation": {"d": 500, "seeds": 4}})  # small runs are untouched

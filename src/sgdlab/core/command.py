@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdlab.core.config import ConfigError, merge_tables, parse_overrides, read_toml
-from sgdlab.core.errors import NonFiniteError
+from sgdlab.core.errors import FlaggedResult, NonFiniteError
 from sgdlab.core.report import error, out_console, progress_bar, say, table
 from sgdlab.core.study import Study
 
@@ -105,6 +105,9 @@ def run_study_command(study: Study, source: dict[str, Any], opts: CommonOptions)
         say(f"{cfg.name}: {time.perf_counter() - start:.1f} s")
     for p in written:
         say(f"wrote {p}")
+    status = str(ds.attrs.get("status", "complete"))
+    if status != "complete":
+        raise FlaggedResult(f"the result is {status}; it is kept in {store_path} with that status")
     return written
 
 
@@ -159,8 +162,16 @@ def report_errors(fn, debug: bool):
         if isinstance(err, (ConfigError, FileNotFoundError)):
             error(str(err))
             raise typer.Exit(2) from None
-        if isinstance(err, NonFiniteError):
+        if isinstance(err, (NonFiniteError, FlaggedResult)):
             error(str(err))
             raise typer.Exit(1) from None
+        if "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
+            error("out of memory while computing; lower the sizes (d, seeds or seed_batch, samples, horizon) "
+                  f"or free memory ({type(err).__name__})")
+            raise typer.Exit(1) from None
+        if isinstance(err, OSError):
+            error(f"cannot read or write {getattr(err, 'filename', None) or 'a file'}: {err.strerror or err} "
+                  "(check -o OUT_DIR and the permissions)")
+            raise typer.Exit(2) from None
         error(f"{type(err).__name__}: {err}" + "\n(run with `sgdlab --debug ...` for the traceback)")
         raise typer.Exit(1) from None

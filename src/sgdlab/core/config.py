@@ -37,9 +37,11 @@ __all__ = [
 
 
 class Section(BaseModel):
-    """A config table: unknown keys are errors."""
+    """A config table: unknown keys are errors, types are strict (a string or a boolean is never
+    read as a number; an integer is accepted where a float is expected), and floats are finite
+    (``inf`` and ``nan`` are refused naming the key)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, strict=True, allow_inf_nan=False)
 
 
 class SweepConfig(Section):
@@ -239,3 +241,5 @@ def validate_config(model: type[M], source: M | dict[str, Any] | str | Path) -> 
         return model.model_validate(source)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    except (ArithmeticError, TypeError, KeyError, IndexError) as err:  # a value a check could not handle
+        raise ConfigError(f"invalid config: a value is out of the range the checks can handle ({type(err).__name__}: {err})") from None

@@ -25,3 +25,8 @@ class NonFiniteError(SgdlabError, FloatingPointError):
     def __init__(self, message: str, partial: Any = None):
         super().__init__(message)
         self.partial = partial
+
+
+class FlaggedResult(SgdlabError):
+    """A result was computed and kept but is flagged (its ``status`` attr is not ``complete``,
+    e.g. a DMFT that did not converge): the command exits with a non-zero code."""

@@ -34,7 +34,6 @@ import os
 import shutil
 import time
 import traceback
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,8 @@ import numpy as np
 import xarray as xr
 
 from sgdlab.core.config import ConfigError, ExperimentConfig, set_dotted
+from sgdlab.core.jaxconfig import configure_compilation_cache
+from sgdlab.core.store import _sibling, recover, writer_lock
 from sgdlab.core.study import Study, study_from_ref
 
 PENDING, DONE, FAILED = 0, 1, 2
@@ -84,12 +85,16 @@ class Plan:
         return [name for name, _ in self.dims]
 
 
-def plan_sweep(study: Study, cfg: ExperimentConfig) -> Plan:
-    """Expand ``cfg.sweep`` into points (validated one by one; invalid ones carry their error)."""
+def plan_sweep(study: Study, cfg: ExperimentConfig, order: list[str] | None = None) -> Plan:
+    """Expand ``cfg.sweep`` into points (validated one by one; invalid ones carry their error).
+
+    The grid's dims come in the order of the ``[sweep]`` table, or of ``order`` (the
+    ``sweep_dims`` of a store: its config JSON has sorted keys)."""
     if cfg.sweep is None:
         raise ConfigError("the config has no [sweep] table")
     sw = cfg.sweep
-    dims: list[tuple[str, list[Any]]] = [(k, list(v)) for k, v in sw.grid.items()]
+    keys = [k for k in (order or []) if k in sw.grid] or list(sw.grid)
+    dims: list[tuple[str, list[Any]]] = [(k, list(sw.grid[k])) for k in keys]
     if sw.zip:
         dims.append(("zip", list(range(len(next(iter(sw.zip.values())))))))
     base = cfg.model_dump(mode="json", exclude={"sweep"})
@@ -125,7 +130,7 @@ def _groups(plan: Plan, todo: list[Point]) -> list[list[Point]]:
 
 def run_points(ref: str, config_jsons: list[str]) -> list[xr.Dataset | str]:
     """Task body (runs on a worker): the Dataset of each config, or its error message."""
-    configure_compilation_cache()
+    configure_compilation_cache()  # a worker process compiles once per structure, then reuses
     study = study_from_ref(ref)
     start = time.perf_counter()
     try:
@@ -143,18 +148,6 @@ def run_points(ref: str, config_jsons: list[str]) -> list[xr.Dataset | str]:
             res.attrs["seconds"] = seconds
             out.append(res)
     return out
-
-
-def configure_compilation_cache() -> None:
-    """Enable JAX's persistent compilation cache in this process (idempotent); the folder is
-    ``$SGDLAB_JAX_CACHE`` or ``~/.cache/sgdlab/jax``."""
-    import jax
-
-    cache = os.environ.get("SGDLAB_JAX_CACHE", str(Path.home() / ".cache" / "sgdlab" / "jax"))
-    if jax.config.jax_compilation_cache_dir != cache:
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 # ----------------------------------------------------------------------------- the store
@@ -215,7 +208,7 @@ def _template(plan: Plan, first: xr.Dataset | None) -> xr.Dataset:
 
 def _create_store(store: Path, template: xr.Dataset) -> None:
     """Write the template (metadata only) beside ``store`` and rename it into place."""
-    tmp = store.with_name(f".{store.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _sibling(store, "tmp")
     ctx = _quiet_zarr()
     try:
         template.to_zarr(tmp, mode="w", compute=False, consolidated=True)
@@ -230,12 +223,51 @@ def read_markers(store: str | Path) -> dict[int, dict]:
     out = {}
     if folder.is_dir():
         for f in folder.glob("[0-9]*.json"):
-            out[int(f.stem)] = json.loads(f.read_text())
+            try:
+                body = json.loads(f.read_text())
+                index = int(f.stem)
+            except (ValueError, OSError):
+                continue  # a truncated or stray marker: the point is not done (it is recomputed)
+            if isinstance(body, dict) and body.get("status") in ("done", "failed"):
+                out[index] = body
     return out
 
 
+def damaged_points(store: str | Path, plan: Plan, markers: dict[int, dict]) -> list[int]:
+    """Points whose marker says done but whose data does not read back (a missing or corrupted
+    chunk, a deleted array, a status that is not done): they are recomputed on resume."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(store), mode="r")
+        sweep_dims = tuple(plan.sweep_dims)
+
+        def per_point(name: str) -> bool:  # a variable over the sweep dims (not a coordinate)
+            dims = getattr(group[name].metadata, "dimension_names", None) or ()
+            return name not in ("status", "time") and tuple(dims[: len(sweep_dims)]) == sweep_dims
+
+        names = [k for k in group.array_keys() if per_point(k)]
+        status = group["status"]
+    except Exception:
+        return sorted(i for i, m in markers.items() if m.get("status") == "done")
+    bad = []
+    for p in plan.points:
+        if markers.get(p.flat, {}).get("status") != "done":
+            continue
+        empty = set(markers[p.flat].get("empty", []))  # variables that were all-NaN when written
+        try:
+            ok = int(status[tuple(p.index)]) == DONE and all(
+                n in empty or np.isfinite(np.asarray(group[n][tuple(p.index)], dtype=float)).any() for n in names
+            )
+        except Exception:
+            ok = False
+        if not ok:
+            bad.append(p.flat)
+    return bad
+
+
 def _write_marker(store: Path, point: Point, status: str, error: str | None = None, seconds: float | None = None,
-                  attrs: dict | None = None) -> None:
+                  attrs: dict | None = None, empty: list[str] | None = None) -> None:
     folder = store / MARKERS
     if not folder.is_dir():
         folder.mkdir()
@@ -249,6 +281,7 @@ def _write_marker(store: Path, point: Point, status: str, error: str | None = No
         "error": error,
         "seconds": seconds,
         "attrs": {k: v for k, v in (attrs or {}).items() if k != "config" and isinstance(v, (str, int, float, bool))},
+        "empty": empty or [],
         "finished_at": time.time(),
     }
     tmp = folder / f".{point.flat}.json.tmp"
@@ -290,7 +323,11 @@ def make_client(scheduler: str | None, workers: int | None, dashboard: bool = Fa
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler, timeout="20s"), None
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as err:
+            raise ConfigError(f"cannot reach the dask scheduler --scheduler {scheduler} ({type(err).__name__}: {err}); "
+                              "check the address, or leave --scheduler out for a local cluster") from None
     saved = {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS")}
     # one thread per worker process: flags must be in the environment before JAX is imported there
     os.environ["XLA_FLAGS"] = ((saved["XLA_FLAGS"] or "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
@@ -352,7 +389,8 @@ class _Writer:
         if why is not None:
             return self.failed(point, why)
         _write_point(self.group, point, ds)
-        _write_marker(self.store, point, "done", seconds=ds.attrs.get("seconds"), attrs=ds.attrs)
+        empty = [n for n, v in [*ds.data_vars.items(), *ds.coords.items()] if _is_numeric(v) and not np.isfinite(v.values).any()]
+        _write_marker(self.store, point, "done", seconds=ds.attrs.get("seconds"), attrs=ds.attrs, empty=empty)
 
     def failed(self, point: Point, msg: str) -> None:
         if self.group is None:
@@ -391,18 +429,27 @@ def run_sweep(
     store = Path(store)
     if workers is not None and workers < 0:
         raise ConfigError(f"workers={workers} must be >= 0 (0: compute in this process)")
+    with writer_lock(store):
+        return _run_sweep_locked(study, cfg, plan, store, scheduler, workers, dashboard, overwrite, progress, client, start)
+
+
+def _run_sweep_locked(study, cfg, plan, store, scheduler, workers, dashboard, overwrite, progress, client, start) -> SweepSummary:
+    recover(store)
     markers: dict[int, dict] = {}
     if store.exists():
         existing = _open_attrs(store)
         if overwrite:
             shutil.rmtree(store)
-        elif existing.get("sweep_hash") != cfg.config_hash() or existing.get("study") != study.name:
+        elif (existing.get("sweep_hash") != cfg.config_hash() or existing.get("study") != study.name
+              or json.loads(existing.get("sweep_dims", "[]")) != plan.sweep_dims):
             raise ConfigError(
-                f"{store} holds a different sweep (config hash {existing.get('sweep_hash')} != {cfg.config_hash()}); "
+                f"{store} holds a different sweep (config hash {existing.get('sweep_hash')} != {cfg.config_hash()}, or the same axes in another order); "
                 "use another store or --overwrite"
             )
         else:
             markers = read_markers(store)
+            for flat in damaged_points(store, plan, markers):
+                markers.pop(flat)  # recomputed below
     if not any(p.config is not None for p in plan.points) and not store.exists():
         raise ConfigError("no valid point in the sweep:\n" + "\n".join(p.error or "" for p in plan.points))
     writer = _Writer(plan, store)
@@ -483,15 +530,25 @@ def sweep_status(store: str | Path) -> SweepSummary:
     store = Path(store)
     if not store.exists():
         raise FileNotFoundError(f"no sweep store at {str(store)!r}")
-    attrs = _open_attrs(store)
+    recover(store)
+    try:
+        attrs = _open_attrs(store)
+    except Exception as err:
+        raise ConfigError(f"{store} is not a readable sweep store ({type(err).__name__}: {err}); "
+                          "run the sweep again into a new store, or with --overwrite") from None
     if attrs.get("kind") != "sweep":
         raise ConfigError(f"{store} is not a sweep store (it holds a single run of study {attrs.get('study', '?')!r})")
     study = study_from_ref(attrs["study_ref"])
-    plan = plan_sweep(study, study.load(json.loads(attrs["config"])))
+    plan = plan_sweep(study, study.load(json.loads(attrs["config"])), order=json.loads(attrs.get("sweep_dims", "[]")))
     markers = read_markers(store)
+    damaged = damaged_points(store, plan, markers)
+    for flat in damaged:
+        markers.pop(flat)
     done = sum(1 for p in plan.points if markers.get(p.flat, {}).get("status") == "done")
     failed = {p.flat: markers[p.flat] for p in plan.points if markers.get(p.flat, {}).get("status") == "failed"}
     errors = {json.dumps(m["overrides"]): " ".join((m["error"] or "").split()) for m in failed.values()}
+    for flat in damaged:
+        errors[json.dumps(plan.points[flat].overrides)] = "damaged: marked done but its data does not read back; running the sweep again recomputes it"
     n = len(plan.points)
     return SweepSummary(total=n, done=done, failed=len(failed), pending=n - done - len(failed), errors=errors)
 

@@ -63,11 +63,15 @@ def mask_chain(algorithm: str, eta: float, b: float = 1.0, tau: float | None = N
         raise ValueError(f"persistence_time tau={tau} must be > 0 for {algorithm}")
     if algorithm == "persistent_sgd":
         if eta > tau:
-            raise ValueError(f"persistence_time tau={tau} must be >= eta={eta} (P(0->1) = eta/tau <= 1)")
+            raise ValueError(
+                f"persistence_time tau={tau} must be >= eta={eta} (P(0->1) = eta/tau <= 1); "
+                "raise algorithm.persistence_time or lower algorithm.eta"
+            )
         if (1.0 - b) * eta > b * tau:
             raise ValueError(
                 f"persistence_time tau={tau} must be >= (1-b) eta / b = {(1 - b) * eta / b} "
-                f"(P(1->0) = (1-b) eta/(b tau) <= 1)"
+                f"(P(1->0) = (1-b) eta/(b tau) <= 1) with eta={eta}, b={b}; raise algorithm.persistence_time "
+                "or algorithm.batch_fraction, or lower algorithm.eta"
             )
         return MaskChain(eta / tau, (1.0 - b) * eta / (b * tau), b)
     if algorithm == "sgf":

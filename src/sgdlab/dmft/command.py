@@ -31,7 +31,9 @@ def summary_table(ds: xr.Dataset):
             spread = method == "sim" and "seed" in da.dims and da.sizes["seed"] > 1
             rows.append([var, method, f"{float(da.mean()):.4f}", f"{float(da.std(ddof=1)):.4f}" if spread else "-"])
     t_end = float(ds.t[-1])
-    return table(f"{ds.attrs.get('study', 'dmft')}: t = {t_end:g}", ["quantity", "method", "mean", "± std (seeds)"], rows)
+    status = str(ds.attrs.get("status", "complete"))
+    title = f"{ds.attrs.get('study', 'dmft')}: t = {t_end:g}" + ("" if status == "complete" else f"  [{status.upper()}]")
+    return table(title, ["quantity", "method", "mean", "± std (seeds)"], rows)
 
 
 STUDY = Study(

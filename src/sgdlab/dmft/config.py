@@ -62,6 +62,14 @@ class ProblemConfig(Section):
         return GaussianMixture(**self.model_dump(exclude={"name"}))
 
 
+#: the largest number of steps a run may take (a run is refused before any computation beyond it)
+MAX_STEPS = 10**8
+#: the largest number of seeds of one run
+MAX_SEEDS = 100_000
+#: the largest number of training samples round(alpha d) of a simulation
+MAX_SAMPLES = 10**9
+
+
 class AlgorithmConfig(Section):
     """``[algorithm]``: the training algorithm and its time grid ``t = k eta``."""
 
@@ -97,6 +105,8 @@ class AlgorithmConfig(Section):
             raise ValueError(f"temperature belongs to langevin only (algorithm.name = {name!r})")
         if self.horizon < self.eta:
             raise ValueError(f"horizon={self.horizon} must be >= eta={self.eta} (at least one step)")
+        if self.horizon / self.eta > MAX_STEPS:
+            raise ValueError(f"horizon / eta = {self.horizon / self.eta:.3g} steps; allowed: at most {MAX_STEPS:.0e} (lower algorithm.horizon or raise algorithm.eta)")
         chain_kind = "persistent_sgd" if name == "langevin" else name
         try:
             mask_chain(chain_kind, self.eta, self.batch_fraction, self.persistence_time)
@@ -131,13 +141,13 @@ class SimulationConfig(Section):
     @classmethod
     def _check_seeds(cls, v):
         if isinstance(v, int):
-            if v < 1:
-                raise ValueError(f"seeds={v} must be >= 1 (a count) or a list of seeds")
+            if not 1 <= v <= MAX_SEEDS:
+                raise ValueError(f"seeds={v} must be >= 1 and <= {MAX_SEEDS} (a count) or a list of seeds")
         else:
             if not v:
                 raise ValueError("seeds must not be an empty list")
-            if any(s < 0 for s in v) or len(set(v)) != len(v):
-                raise ValueError(f"seeds={v} must be distinct non-negative integers")
+            if any(s < 0 or s >= 2**31 for s in v) or len(set(v)) != len(v) or len(v) > MAX_SEEDS:
+                raise ValueError(f"seeds={v} must be at most {MAX_SEEDS} distinct non-negative integers below 2^31")
         return v
 
     @property
@@ -186,11 +196,43 @@ class Config(ExperimentConfig):
             if self.theory.samples < need:
                 raise ValueError(
                     f"theory.samples={self.theory.samples} must be >= 2 (n_steps + 1) = {need} for the DMFT's "
-                    "response regression; raise it or shorten the horizon"
+                    f"response regression (n_steps = algorithm.horizon / algorithm.eta = {self.algorithm.n_steps}); "
+                    "raise theory.samples, shorten algorithm.horizon or raise algorithm.eta"
                 )
+        n = self.problem.alpha * self.simulation.d
+        if self.simulation.enabled and not 1 <= n <= MAX_SAMPLES:
+            raise ValueError(
+                f"problem.alpha * simulation.d = {n:.3g} training samples; allowed: 1 to {MAX_SAMPLES:.0e} "
+                "(the simulation draws round(alpha d) samples)"
+            )
+        why = self._memory_problem()
+        if why is not None:
+            raise ValueError(why)
         if not self.simulation.enabled and not self.theory.methods:
             raise ValueError("simulation.enabled = false needs a theory: set theory.methods = [\"dmft\"]")
         return self
+
+    def _memory_problem(self) -> str | None:
+        """The refusal message if the run's largest arrays would not fit in memory."""
+        from sgdlab.core.memory import memory_problem
+
+        sim, alg = self.simulation, self.algorithm
+        if sim.enabled:
+            n = max(1, round(self.problem.alpha * sim.d))
+            itemsize = 8 if sim.dtype == "float64" else 4
+            n_seeds = sim.seeds if isinstance(sim.seeds, int) else len(sim.seeds)
+            batch = min(sim.seed_batch or n_seeds, n_seeds)
+            data = batch * (n + sim.test_samples) * sim.d * itemsize * 3  # x (+ its generation temporaries)
+            why = memory_problem(data, f"the simulation ({batch} seeds x {n} samples x d = {sim.d})",
+                                 "simulation.d, problem.alpha, simulation.seed_batch or simulation.test_samples")
+            if why:
+                return why
+        if "dmft" in self.theory.methods:
+            steps = alg.n_saves * alg.save_every + 1
+            dmft = 8.0 * (12 * self.theory.samples * steps + 8 * steps * steps)  # N x T fields, T x T kernels
+            return memory_problem(dmft, f"the DMFT ({self.theory.samples} samples x {steps} times)",
+                                  "theory.samples or algorithm.horizon (or raise algorithm.eta)")
+        return None
 
 
 def load_config(source: Config | dict[str, Any] | str | Path | None = None) -> Config:

@@ -131,10 +131,20 @@ def solve_theory(cfg: Config, method: str) -> xr.Dataset:
         raise ValueError(f"unknown theory method {method!r}; available: dmft")
     from sgdlab.dmft.solver import dmft_dataset, solve_dmft
 
+    import warnings
+
+    from sgdlab.dmft.solver import DMFTConvergenceWarning
+
     problem, dynamics, options = dmft_inputs(cfg)
+    with warnings.catch_warnings(record=True) as caught:  # non-convergence becomes the result's status
+        warnings.simplefilter("always", DMFTConvergenceWarning)
+        result = solve_dmft(problem, dynamics, options)
     # time_step: the config's own eta (a normalised config is solved with eta / b, but t = k eta)
-    ds = dmft_dataset(solve_dmft(problem, dynamics, options), cfg.algorithm.save_every, time_step=cfg.algorithm.eta)
+    ds = dmft_dataset(result, cfg.algorithm.save_every, time_step=cfg.algorithm.eta)
     ds.attrs = {f"dmft_{k}": v for k, v in ds.attrs.items() if k != "sgdlab_version"}
+    flags = [str(w.message) for w in caught if issubclass(w.category, DMFTConvergenceWarning)]
+    if flags:
+        ds.attrs["status"] = f"flagged: {flags[0]} (raise theory.iterations or theory.damping, or theory.tolerance)"
     return ds
 
 
@@ -152,7 +162,10 @@ def combine(parts: list[xr.Dataset], cfg: Config) -> xr.Dataset:
     for p in parts:
         attrs.update(p.attrs)
     ds = aligned[0] if len(aligned) == 1 else xr.concat(aligned, dim="method", data_vars="all", join="outer", combine_attrs="drop")
+    flags = [p.attrs["status"] for p in parts if str(p.attrs.get("status", "complete")).startswith("flagged")]
     ds.attrs = {**attrs, **_base_attrs(cfg)}
+    if flags:  # a theory that did not converge flags the whole result (kept, marked, exit != 0)
+        ds.attrs["status"] = "; ".join(flags)
     return ds
 
 
@@ -228,15 +241,16 @@ def simulate_many(
             filled += take
             done += 1
             bad = ~np.isfinite(out[:, rows, : filled + 1])  # (names, entries, t)
-            for e in np.unique(np.nonzero(bad)[1]):
+            broken = np.nonzero(bad.any(axis=(0, 2)))[0]
+            for e in broken:  # the earliest time of each config over all its seeds (ties: first seed)
                 i = int(owner[e])
                 j = int(np.nonzero(bad[:, e].any(axis=0))[0][0])
-                if i not in failed or j < failed[i][1]:
+                if i not in failed or (j, rows.start + int(e)) < (failed[i][1], failed[i][3]):
                     failed[i] = (names[int(np.nonzero(bad[:, e, j])[0][0])], j, group[e][1], rows.start + int(e))
             if progress is not None:
                 progress(done, total)
-            if all(int(i) in failed for i in np.unique(owner)):
-                break  # every config of this group has failed: stop early
+            if len(broken) == len(group):
+                break  # every entry of this group has failed: stop early (other groups still run)
         del data, state
     results: list[xr.Dataset | NonFiniteError] = []
     for i, cfg in enumerate(cfgs):

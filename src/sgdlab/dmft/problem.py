@@ -166,12 +166,15 @@ def test_error(problem: GaussianMixture, m: jax.Array, q: jax.Array) -> jax.Arra
     even classifier: closed form from ``P(|h| > sqrt(theta))`` for ``h ~ N(c m, Delta q)``.
     """
     s = jnp.sqrt(problem.delta * q)
+    live = s > 0  # q = 0 (w = 0, e.g. m0 = sigma0 = 0): h = c m exactly, a tie counts as an error
+    s_safe = jnp.where(live, s, 1.0)
     if problem.clusters == 2:
-        return _gaussian_tail(m / s)
+        return jnp.where(live, _gaussian_tail(m / s_safe), (m <= 0).astype(s.dtype))
     r = jnp.sqrt(problem.threshold)
-    outside_centre = 2.0 * _gaussian_tail(r / s)  # centre predicted "outer": error
-    inside_outer = 1.0 - _gaussian_tail((r - m) / s) - _gaussian_tail((r + m) / s)
-    return (1.0 - problem.rho) * outside_centre + problem.rho * inside_outer
+    outside_centre = 2.0 * _gaussian_tail(r / s_safe)  # centre predicted "outer": error
+    inside_outer = 1.0 - _gaussian_tail((r - m) / s_safe) - _gaussian_tail((r + m) / s_safe)
+    exact = (1.0 - problem.rho) * outside_centre + problem.rho * inside_outer
+    return jnp.where(live, exact, problem.rho * (m * m <= problem.threshold).astype(s.dtype))
 
 
 # Probabilists' Gauss-Hermite rule for E f(xi), xi ~ N(0, 1).

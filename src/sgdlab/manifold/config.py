@@ -173,6 +173,8 @@ class ManifoldSimulationConfig(Section):
         if self.tau_save > self.tau_max:
             raise ValueError(f"simulation.tau_save={self.tau_save} must be <= simulation.tau_max={self.tau_max}")
         ratio = self.tau_max / self.tau_save
+        if ratio > 100_000:
+            raise ValueError(f"simulation.tau_max / simulation.tau_save = {ratio:.3g} saved times; allowed: at most 100000")
         if abs(ratio - round(ratio)) > 1e-9 * ratio:
             raise ValueError(f"simulation.tau_save={self.tau_save} must divide simulation.tau_max={self.tau_max} (ratio {ratio:.6g})")
         return self

@@ -168,10 +168,10 @@ class StudyConfig(Section):
             if not 0 < eta <= self.horizon:
                 raise ValueError(f"etas: {eta} is outside (0, horizon = {self.horizon}]")
             steps = self.horizon / eta
+            if steps > 1_000_000:
+                raise ValueError(f"etas: horizon/eta = {steps:.3g} steps is above 1000000")
             if abs(steps - round(steps)) > 1e-9 * steps:
                 raise ValueError(f"etas: horizon/eta = {self.horizon}/{eta} = {steps:g} must be an integer")
-            if round(steps) > 1_000_000:
-                raise ValueError(f"etas: horizon/eta = {round(steps)} steps is above 1000000")
         self.etas = sorted(self.etas, reverse=True)
         return self
 
