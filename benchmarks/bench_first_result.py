@@ -1,10 +1,10 @@
-"""Time to first result: every command's default example, cold (empty compilation cache) and warm
-(a second process with the cache that the first one filled), as whole processes.
+"""Time to first result: every command's default example as a whole process, without the
+persistent compilation cache (``SGDLAB_JAX_CACHE=off``, the baseline), cold (an empty cache, which
+the run fills) and warm (a second process with that cache).
 
-Prints, per command, the median wall time of ``--runs`` cold and warm runs and the ratio
-cold / warm (measured in the same invocation, so the ratio holds when the machine's speed
-drifts). Each cold run gets a new empty cache folder (``SGDLAB_JAX_CACHE``); each warm run reuses
-the folder of the cold run before it.
+Prints, per command, the median wall time of ``--runs`` rounds of (off, cold, warm), run in turn
+so that the ratios warm / off and cold / off hold when the machine's speed drifts. Each cold run
+gets a new empty cache folder (``SGDLAB_JAX_CACHE``); each warm run reuses it.
 
 Usage: ``python benchmarks/bench_first_result.py [--runs 2] [--commands run theory noise sde manifold timescales]``.
 """
@@ -38,15 +38,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--commands", nargs="*", default=list(COMMANDS))
     args = parser.parse_args()
-    print(f"{'command':<11} {'cold s':>8} {'warm s':>8} {'cold/warm':>10}   (median of {args.runs}, default example, --no-plot)")
+    print(f"{'command':<11} {'off s':>7} {'cold s':>7} {'warm s':>7} {'cold/off':>9} {'warm/off':>9}"
+          f"   (median of {args.runs}, default example, --no-plot)")
     for command in args.commands:
-        cold, warm = [], []
+        off, cold, warm = [], [], []
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+                off.append(timed(command, "off", out))
                 cold.append(timed(command, cache, out))
                 warm.append(timed(command, cache, out))
-        c, w = statistics.median(cold), statistics.median(warm)
-        print(f"{command:<11} {c:8.1f} {w:8.1f} {c / w:10.2f}", flush=True)
+        o, c, w = statistics.median(off), statistics.median(cold), statistics.median(warm)
+        print(f"{command:<11} {o:7.1f} {c:7.1f} {w:7.1f} {c / o:9.2f} {w / o:9.2f}", flush=True)
 
 
 if __name__ == "__main__":

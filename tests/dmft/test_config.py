@@ -123,3 +123,13 @@ def test_a_run_that_does_not_fit_in_memory_is_refused_before_it_starts(monkeypat
     with pytest.raises(ConfigError, match=r"the DMFT .*lower theory\.samples"):
         load_config({"simulation": {"d": 100}, "theory": {"methods": ["dmft"], "samples": 2_000_000}})
     load_config({"simulation": {"d": 500, "seeds": 4}})  # small runs are untouched
+
+
+def test_theory_only_needs_a_theory_and_gives_method_by_t():
+    with pytest.raises(ConfigError, match=r"simulation\.enabled = false needs a theory"):
+        load_config({"simulation": {"enabled": False}})
+    with pytest.raises(ConfigError, match=r"simulation\.enabled"):
+        load_config({"simulation": {"enabled": "no"}})
+    ds = sgdlab.run({"simulation": {"enabled": False}, "algorithm": {"horizon": 0.5},
+                     "theory": {"methods": ["dmft"], "samples": 400, "iterations": 3}})
+    assert list(ds.method.values) == ["dmft"] and ds.test_error.dims == ("method", "t")
