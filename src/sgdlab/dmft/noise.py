@@ -97,6 +97,12 @@ def fdt_windows(cfg: Config, nopt: NoiseConfig | None = None) -> tuple[int, int,
     nopt = cfg.noise if nopt is None else nopt
     alg = cfg.algorithm
     T = alg.n_saves * alg.save_every
+    if not nopt.max_lag <= alg.horizon:
+        raise ConfigError(f"noise.max_lag={nopt.max_lag:g} must be <= algorithm.horizon={alg.horizon:g} (a lag inside the run)")
+    if nopt.n_windows > T:
+        raise ConfigError(f"noise.n_windows={nopt.n_windows} must be <= the number of steps {T} (algorithm.horizon / algorithm.eta)")
+    if nopt.equilibration is not None and not nopt.equilibration <= alg.horizon:
+        raise ConfigError(f"noise.equilibration={nopt.equilibration:g} must be <= algorithm.horizon={alg.horizon:g}")
     L = max(1, int(round(nopt.max_lag / alg.eta)))
     need = nopt.n_windows * (L + 1)
     if nopt.short_lags > L:

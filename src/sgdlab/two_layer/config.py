@@ -147,7 +147,9 @@ class TSScan(Section):
     def _dims(cls, v):
         if any(x < 2 for x in v):
             raise ValueError(f"every scan.d value must be >= 2 (got {v})")
-        return sorted(set(v))
+        if len(set(v)) != len(v):
+            raise ValueError(f"scan.d lists a value twice (got {v})")
+        return sorted(v)
 
     @field_validator("eps")
     @classmethod
