@@ -102,6 +102,15 @@ def writer_lock(path: str | Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
+@contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Silence zarr's notes on consolidated metadata and on v2-only features (one place)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        yield
+
+
 def save(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to the zarr store ``path`` (replacing it atomically); returns the path."""
     path = Path(path)
@@ -112,9 +121,7 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
     for name in list(ds.variables):
         if ds[name].dtype.kind == "U":  # fixed-width unicode is not portable across zarr formats
             ds[name] = ds[name].astype(object)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+    with quiet_zarr():
         ds.to_zarr(tmp, mode="w", consolidated=True)
     if path.exists():
         old = _sibling(path, "old")
@@ -133,10 +140,8 @@ def load(path: str | Path) -> xr.Dataset:
     if not path.exists():
         raise FileNotFoundError(f"no results store at {str(path)!r}")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-            with xr.open_zarr(path) as ds:
-                out = ds.load()
+        with quiet_zarr(), xr.open_zarr(path) as ds:
+            out = ds.load()
     except Exception as err:  # not a zarr store, or a damaged one
         raise ConfigError(f"{path} is not a readable sgdlab store ({type(err).__name__}: {err})") from None
     for name in list(out.variables):

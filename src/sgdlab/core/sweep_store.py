@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from sgdlab.core.store import _sibling
+from sgdlab.core.store import _sibling, quiet_zarr
 from sgdlab.core.sweep_plan import Plan, Point
 
 PENDING, DONE, FAILED = 0, 1, 2
 MARKERS = "_points"
-
-
-def _quiet_zarr():
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-    return ctx
 
 
 def _is_numeric(da: xr.DataArray) -> bool:
@@ -79,11 +70,8 @@ def _template(plan: Plan, first: xr.Dataset | None) -> xr.Dataset:
 def _create_store(store: Path, template: xr.Dataset) -> None:
     """Write the template (metadata only) beside ``store`` and rename it into place."""
     tmp = _sibling(store, "tmp")
-    ctx = _quiet_zarr()
-    try:
+    with quiet_zarr():
         template.to_zarr(tmp, mode="w", compute=False, consolidated=True)
-    finally:
-        ctx.__exit__(None, None, None)
     tmp.rename(store)
 
 
@@ -227,12 +215,8 @@ class _Writer:
 
 
 def _open_attrs(store: Path) -> dict:
-    ctx = _quiet_zarr()
-    try:
-        with xr.open_zarr(store, consolidated=False) as ds:
-            return dict(ds.attrs)
-    finally:
-        ctx.__exit__(None, None, None)
+    with quiet_zarr(), xr.open_zarr(store, consolidated=False) as ds:
+        return dict(ds.attrs)
 
 
 def load_sweep(store: str | Path) -> xr.Dataset:

@@ -218,7 +218,7 @@ class Config(ExperimentConfig):
 
         sim, alg = self.simulation, self.algorithm
         if sim.enabled:
-            n = max(1, round(self.problem.alpha * sim.d))
+            n = self.problem.to_problem().n_samples(sim.d)
             itemsize = 8 if sim.dtype == "float64" else 4
             n_seeds = sim.seeds if isinstance(sim.seeds, int) else len(sim.seeds)
             batch = min(sim.seed_batch or n_seeds, n_seeds)

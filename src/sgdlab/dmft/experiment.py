@@ -163,7 +163,7 @@ def combine(parts: list[xr.Dataset], cfg: Config) -> xr.Dataset:
         attrs.update(p.attrs)
     ds = aligned[0] if len(aligned) == 1 else xr.concat(aligned, dim="method", data_vars="all", join="outer", combine_attrs="drop")
     flags = [p.attrs["status"] for p in parts if str(p.attrs.get("status", "complete")).startswith("flagged")]
-    ds.attrs = {**attrs, **_base_attrs(cfg)}
+    ds.attrs = {**attrs, **provenance(cfg, study="dmft")}
     if flags:  # a theory that did not converge flags the whole result (kept, marked, exit != 0)
         ds.attrs["status"] = "; ".join(flags)
     return ds
@@ -288,13 +288,10 @@ def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> 
             "t": ("t", times, {"long_name": "time t = k eta"}),
             "step": ("t", steps),
         },
-        attrs=_base_attrs(cfg),
+        attrs=provenance(cfg, study="dmft"),
     )
     return ds
 
-
-def _base_attrs(cfg: Config) -> dict:
-    return provenance(cfg, study="dmft")
 
 
 def config_of(ds: xr.Dataset) -> Config:

@@ -93,11 +93,7 @@ def sgd_monte_carlo(
     chunk: int = 20_000,
 ) -> dict[str, Estimate]:
     """Monte Carlo estimates of ``observables`` of SGD after ``T/eta`` steps from ``x0s (K, d)``."""
-    x0s, observables = prepare_starts(problem, x0s, observables)
-    N = n_steps_of(horizon, eta)
-    key = jax.random.fold_in(jax.random.key(seed), STREAM_SGD)
-    kernel = lambda k, size: _sgd_chunk(problem, eta, x0s, N, k, observables=observables, n_paths=size)  # noqa: E731
-    return collect_estimates(kernel, key, n_paths, chunk, observables, *x0s.shape, problem)
+    return _estimates(problem, STREAM_SGD, partial(_sgd_chunk, problem, eta), horizon, eta, x0s, observables, n_paths, seed, chunk)
 
 
 def svag_monte_carlo(
@@ -112,10 +108,17 @@ def svag_monte_carlo(
     chunk: int = 20_000,
 ) -> dict[str, Estimate]:
     """Monte Carlo estimates of ``observables`` of SVAG (``l T/eta`` steps of ``eta/l``)."""
+    chunk_fn = partial(_svag_chunk, problem, eta, svag=svag)
+    return _estimates(problem, STREAM_SVAG, chunk_fn, horizon, eta, x0s, observables, n_paths, seed, chunk)
+
+
+def _estimates(problem, stream, chunk_fn, horizon, eta, x0s, observables, n_paths, seed, chunk) -> dict[str, Estimate]:
+    """``chunk_fn(x0s, n_steps, key, observables=, n_paths=)`` over chunks of paths from the random
+    stream ``stream`` of ``seed``, collected into estimates (shared by SGD and SVAG)."""
     x0s, observables = prepare_starts(problem, x0s, observables)
     N = n_steps_of(horizon, eta)
-    key = jax.random.fold_in(jax.random.key(seed), STREAM_SVAG)
-    kernel = lambda k, size: _svag_chunk(problem, eta, x0s, N, k, svag=svag, observables=observables, n_paths=size)  # noqa: E731
+    key = jax.random.fold_in(jax.random.key(seed), stream)
+    kernel = lambda k, size: chunk_fn(x0s, N, k, observables=observables, n_paths=size)  # noqa: E731
     return collect_estimates(kernel, key, n_paths, chunk, observables, *x0s.shape, problem)
 
 
