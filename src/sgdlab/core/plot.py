@@ -112,10 +112,12 @@ def plot_sweep(ds, variable: str | None = None, t: float | None = None) -> Figur
         raise ValueError(f"sweep figures are drawn for 1-d and 2-d sweeps; this store has {len(sweep_dims)} sweep dims {sweep_dims}")
     ydim, xdim = sweep_dims
     fig, axes = subplots(1, len(methods), figsize=(5.2 * len(methods), 4.2), squeeze=False)
+    finite = da.values[np.isfinite(da.values)]
+    scale = dict(vmin=finite.min(), vmax=finite.max()) if finite.size else {}  # one scale: methods compare
     for j, (ax, method) in enumerate(zip(axes.flat, methods)):
         sel = da.isel(method=j) if method else da
         grid = sel.transpose(ydim, xdim).values
-        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", **scale)
         ax.set_xticks(range(ds.sizes[xdim]), [_label(v) for v in ds[xdim].values])
         ax.set_yticks(range(ds.sizes[ydim]), [_label(v) for v in ds[ydim].values])
         ax.set_xlabel(xdim)
