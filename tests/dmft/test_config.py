@@ -30,7 +30,7 @@ from sgdlab import ConfigError, load_config
         ({"problem": {"alpha": 0.0}}, r"problem\.alpha: Input should be greater than 0"),
         ({"problem": {"rho": 1.0}}, r"problem\.rho: Input should be less than 1"),
         ({"problem": {"sigma0": -1.0}}, r"problem\.sigma0"),
-        ({"problem": {"loss": "hinge"}}, r"problem\.loss: Input should be 'square', 'logistic' or 'squared_hinge'"),
+        ({"problem": {"loss": "hinge"}}, r"problem\.loss: loss = 'hinge': allowed: square, logistic, squared_hinge"),
         ({"problem": {"clusters": 4}}, r"problem\.clusters: Input should be 2 or 3"),
         ({"problem": {"clusters": 3}}, r"m0 must be nonzero for clusters = 3"),
         ({"problem": {"kappa": 1.0}}, r"kappa is the margin of loss = 'squared_hinge' only"),

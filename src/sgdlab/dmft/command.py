@@ -21,19 +21,37 @@ SUMMARY_VARIABLES = ("m", "q", "train_loss", "train_error", "test_loss", "test_e
 
 
 def summary_table(ds: xr.Dataset):
-    """The order parameters at the last saved time, per method (simulation: mean ± std over seeds)."""
+    """The order parameters at the last saved time, per method, with standard errors.
+
+    Simulation: mean over seeds ± its standard error (std / sqrt(seeds)); DMFT: mean of the
+    independent solves ± its Monte-Carlo standard error (``<name>_se``). The last column is the
+    gap in units of the combined error, ``z = (sim - theory) / sqrt(se_sim^2 + se_theory^2)``.
+    """
+    import numpy as np
+
     rows = []
+    methods = list(map(str, ds.method.values))
     for var in SUMMARY_VARIABLES:
         if var not in ds:
             continue
-        for i, method in enumerate(map(str, ds.method.values)):
+        est = {}
+        for i, method in enumerate(methods):
             da = ds[var].isel(method=i, t=-1)
-            spread = method == "sim" and "seed" in da.dims and da.sizes["seed"] > 1
-            rows.append([var, method, f"{float(da.mean()):.4f}", f"{float(da.std(ddof=1)):.4f}" if spread else "-"])
+            if method == "sim" and "seed" in da.dims and da.sizes["seed"] > 1:
+                est[method] = (float(da.mean()), float(da.std(ddof=1)) / np.sqrt(da.sizes["seed"]))
+            else:
+                se = ds[f"{var}_se"].isel(method=i, t=-1) if f"{var}_se" in ds else None
+                est[method] = (float(da.mean()), float(se.mean()) if se is not None else float("nan"))
+        for method, (mean, se) in est.items():
+            z = "-"
+            if method != "sim" and "sim" in est:
+                combined = np.hypot(est["sim"][1], se)
+                z = f"{(est['sim'][0] - mean) / combined:+.2f}" if np.isfinite(combined) and combined > 0 else "-"
+            rows.append([var, method, f"{mean:.4f}", f"{se:.4f}" if np.isfinite(se) else "-", z])
     t_end = float(ds.t[-1])
     status = str(ds.attrs.get("status", "complete"))
     title = f"{ds.attrs.get('study', 'dmft')}: t = {t_end:g}" + ("" if status == "complete" else f"  [{status.upper()}]")
-    return table(title, ["quantity", "method", "mean", "± std (seeds)"], rows)
+    return table(title, ["quantity", "method", "mean", "± s.e.", "z = (sim - theory) / combined s.e."], rows)
 
 
 STUDY = Study(

@@ -24,12 +24,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+import numpy as np
+
+from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from sgdlab.core.config import ExperimentConfig, Section, validate_config
 from sgdlab.core.errors import ConfigError  # noqa: F401  (re-exported: the error of every loader)
+from sgdlab.core.schedule import Schedule
 from sgdlab.dmft.batch_mask import mask_chain
+from sgdlab.dmft.losses import LOSS_NAMES, resolve_loss
 from sgdlab.dmft.problem import GaussianMixture
+from sgdlab.dmft.steps import StepPlan, step_plan
 
 
 class ProblemConfig(Section):
@@ -40,12 +45,28 @@ class ProblemConfig(Section):
     alpha: float = Field(2.0, gt=0, description="sample ratio n / d, in (0, inf)")
     delta: float = Field(0.5, gt=0, description="cluster variance Delta, in (0, inf)")
     rho: float = Field(0.5, gt=0, lt=1, description="weight of the +1 cluster (two) or of the outer clusters (three), in (0, 1)")
-    loss: Literal["square", "logistic", "squared_hinge"] = "square"
+    loss: Any = Field("square", description="square, logistic, squared_hinge, a 'package.module:function' loss(y, z), or a callable")
     kappa: float = Field(0.0, description="margin of the squared hinge")
     threshold: float = Field(1.0, gt=0, description="theta of the even classifier phi(h) = h^2 - theta (three clusters), in (0, inf)")
     ridge: float = Field(0.1, ge=0, description="ridge lambda, in [0, inf)")
     m0: float = Field(0.0, description="initial overlap: w(0) = m0 v + sigma0 N(0, I)")
     sigma0: float = Field(1.0, ge=0, description="initial weight scale, in [0, inf)")
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v):
+        if not (isinstance(v, str) or callable(v)):
+            raise ValueError(f"loss = {v!r}; allowed: {', '.join(LOSS_NAMES)}, a 'package.module:function' string or a callable")
+        try:
+            return resolve_loss(v, key="loss")
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("loss: ")) from None
+
+    @field_serializer("loss", when_used="json")
+    def _loss_text(self, v):
+        from sgdlab.core.functions import spec_of
+
+        return spec_of(v)
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -81,6 +102,10 @@ class AlgorithmConfig(Section):
     normalisation: Literal["unnormalised", "normalised"] = "unnormalised"
     horizon: float = Field(15.0, gt=0, description="final time t_max, in [eta, inf)")
     save_every: int = Field(1, ge=1, description="save order parameters every this many steps, in [1, inf)")
+    momentum: float = Field(0.0, ge=0, lt=1, description="momentum beta (heavy-ball, or Nesterov with nesterov = true), in [0, 1)")
+    nesterov: bool = Field(False, description="Nesterov momentum: the gradient is taken at w_k + beta (w_k - w_{k-1})")
+    schedule: "ScheduleConfig" = Field(default_factory=lambda: ScheduleConfig())
+    _plan: StepPlan | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _resolve(self):
@@ -103,13 +128,26 @@ class AlgorithmConfig(Section):
             raise ValueError(f"persistence_time is required for {name} with batch_fraction < 1")
         if "temperature" in fields and self.temperature != 0 and name != "langevin":
             raise ValueError(f"temperature belongs to langevin only (algorithm.name = {name!r})")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov = true needs a momentum > 0")
         if self.horizon < self.eta:
             raise ValueError(f"horizon={self.horizon} must be >= eta={self.eta} (at least one step)")
         if self.horizon / self.eta > MAX_STEPS:
             raise ValueError(f"horizon / eta = {self.horizon / self.eta:.3g} steps; allowed: at most {MAX_STEPS:.0e} (lower algorithm.horizon or raise algorithm.eta)")
+        sched = self.schedule
+        if not sched.batch_fraction.is_constant:
+            if self.batch_fraction == 1.0:
+                raise ValueError("schedule.batch_fraction needs a minibatch algorithm with batch_fraction < 1")
+            if self.normalisation == "normalised":
+                raise ValueError(
+                    "schedule.batch_fraction with normalisation = 'normalised' is not supported (the mapping to the "
+                    "unnormalised update, eta' = eta/b_k, lambda' = b_k lambda, would make the ridge vary); use 'unnormalised'"
+                )
         chain_kind = "persistent_sgd" if name == "langevin" else name
         try:
             mask_chain(chain_kind, self.eta, self.batch_fraction, self.persistence_time)
+            self._plan = step_plan(name, self.eta, self.batch_fraction, self.persistence_time, self.horizon,
+                                   sched.eta, sched.batch_fraction)
         except ValueError as err:
             raise ValueError(str(err)) from None
         if self.save_every > self.n_steps:
@@ -117,14 +155,37 @@ class AlgorithmConfig(Section):
         return self
 
     @property
+    def plan(self) -> StepPlan:
+        """The per-step numbers (:class:`sgdlab.dmft.steps.StepPlan`): ``eta_k``, ``b_k``, the mask
+        chain and the times ``t_k``."""
+        return self._plan
+
+    @property
     def n_steps(self) -> int:
-        """Number of steps ``floor(horizon / eta)`` (up to rounding)."""
-        return int(self.horizon / self.eta + 1e-9)
+        """Number of steps: ``floor(horizon / eta)`` (up to rounding), or with a step-size schedule
+        the fewest steps whose times ``sum eta_k`` reach the horizon."""
+        return self._plan.n_steps
 
     @property
     def n_saves(self) -> int:
-        """Number of save blocks; the saved times are ``j * save_every * eta`` for ``j = 0..n_saves``."""
+        """Number of save blocks; the saved steps are ``j * save_every`` for ``j = 0..n_saves``."""
         return self.n_steps // self.save_every
+
+    def save_times(self) -> np.ndarray:
+        """The saved times ``t_{j save_every}``, ``j = 0..n_saves`` (``(n_saves + 1,)``)."""
+        return np.asarray(self._plan.times)[: self.n_saves * self.save_every + 1 : self.save_every]
+
+
+class ScheduleConfig(Section):
+    """``[algorithm.schedule]``: step-size and batch-fraction schedules (``[algorithm.schedule.eta]``,
+    ``[algorithm.schedule.batch_fraction]``, each a :class:`sgdlab.core.schedule.Schedule` that
+    multiplies ``algorithm.eta`` / ``algorithm.batch_fraction``)."""
+
+    eta: Schedule = Field(default_factory=Schedule)
+    batch_fraction: Schedule = Field(default_factory=Schedule)
+
+
+AlgorithmConfig.model_rebuild()
 
 
 class SimulationConfig(Section):
@@ -160,7 +221,8 @@ class TheoryConfig(Section):
     """``[theory]``: which theories to solve beside the simulation, and the DMFT solver's options."""
 
     methods: list[Literal["dmft"]] = Field(default_factory=list, description="theories to compute, e.g. [\"dmft\"]")
-    samples: int = Field(30000, ge=2, description="DMFT effective trajectories N, in [2, inf)")
+    samples: int = Field(10000, ge=2, description="DMFT effective trajectories N of one solve, in [2, inf)")
+    solves: int = Field(4, ge=2, le=256, description="independent DMFT solves averaged; their spread is the standard error, in [2, 256]")
     damping: float = Field(0.3, ge=0, lt=1, description="DMFT damping: K <- damping K + (1 - damping) K_new, in [0, 1)")
     iterations: int = Field(50, ge=1, description="maximum DMFT fixed-point iterations, in [1, inf)")
     tolerance: float = Field(1e-4, gt=0, description="DMFT stopping tolerance on the relative kernel change, in (0, inf)")

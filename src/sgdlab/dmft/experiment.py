@@ -111,12 +111,19 @@ def dmft_inputs(cfg: Config):
     langevin = alg.name == "langevin"
     chain = mask_chain("persistent_sgd" if langevin else alg.name, alg.eta, alg.batch_fraction, alg.persistence_time)
     eta, temperature = alg.eta, (alg.temperature if langevin else 0.0)
+    n_steps = alg.n_saves * alg.save_every
+    plan = alg.plan
+    if not plan.constant:  # per-step arrays (the batch-fraction schedule is unnormalised only)
+        eta = np.asarray(plan.eta)[:n_steps]
+        chain = chain._replace(p_on=np.asarray(plan.p_on)[:n_steps], p_off=np.asarray(plan.p_off)[:n_steps], b=plan.b0)
     if alg.normalisation == "normalised":
         b = alg.batch_fraction
         eta, temperature = eta / b, temperature * b
         problem = replace(problem, ridge=problem.ridge * b)
+    beta = alg.momentum
     dynamics = Dynamics(
-        eta=eta, n_steps=alg.n_saves * alg.save_every, p_on=chain.p_on, p_off=chain.p_off, b=chain.b, temperature=temperature
+        eta=eta, n_steps=n_steps, p_on=chain.p_on, p_off=chain.p_off, b=chain.b, temperature=temperature,
+        beta=beta, gamma=beta if alg.nesterov else 0.0,
     )
     options = SolverOptions(
         samples=th.samples, damping=th.damping, iterations=th.iterations, tolerance=th.tolerance, seed=th.seed,
@@ -125,23 +132,48 @@ def dmft_inputs(cfg: Config):
     return problem, dynamics, options
 
 
+#: the DMFT curves that carry a Monte-Carlo standard error ``<name>_se``
+DMFT_CURVES = ("m", "q", "train_loss", "train_error", "test_loss", "test_error")
+
+
 def solve_theory(cfg: Config, method: str) -> xr.Dataset:
-    """The Dataset of one theory (``"dmft"``) for ``cfg``, on the simulation's time grid."""
+    """The Dataset of one theory (``"dmft"``) for ``cfg``, on the simulation's time grid.
+
+    The DMFT is solved ``theory.solves`` times with independent random streams (replica ``r``:
+    ``fold_in(key(theory.seed), r)``), ``theory.samples`` trajectories each; the curves and
+    ``C, R`` are their means, and every curve ``X`` carries ``X_se``, the standard error of that
+    mean (sample standard deviation over the solves / sqrt(solves)). Independent solves, rather
+    than batch means over one solve's trajectories, because the kernels are self-consistent: the
+    noise of one part of the sample feeds back into every trajectory through ``(m, C, R)``, so
+    trajectories of one solve are not independent, while separate solves are.
+    """
     if method != "dmft":
         raise ValueError(f"unknown theory method {method!r}; available: dmft")
-    from sgdlab.dmft.solver import dmft_dataset, solve_dmft
-
     import warnings
 
-    from sgdlab.dmft.solver import DMFTConvergenceWarning
+    from sgdlab.dmft.solver import DMFTConvergenceWarning, dmft_dataset, solve_dmft
 
     problem, dynamics, options = dmft_inputs(cfg)
+    alg = cfg.algorithm
+    times = np.asarray(alg.plan.times)[: alg.n_saves * alg.save_every + 1]
+    parts = []
     with warnings.catch_warnings(record=True) as caught:  # non-convergence becomes the result's status
         warnings.simplefilter("always", DMFTConvergenceWarning)
-        result = solve_dmft(problem, dynamics, options)
-    # time_step: the config's own eta (a normalised config is solved with eta / b, but t = k eta)
-    ds = dmft_dataset(result, cfg.algorithm.save_every, time_step=cfg.algorithm.eta)
+        for r in range(cfg.theory.solves):
+            result = solve_dmft(problem, dynamics, options._replace(replica=r))
+            # time_step: the config's own eta (a normalised config is solved with eta / b, but t = k eta)
+            parts.append(dmft_dataset(result, alg.save_every, time_step=alg.eta, times=times))
+    ds = parts[0].copy()
+    stack = xr.concat([p.drop_vars(["residual", "iteration"]) for p in parts], dim="solve")
+    n = cfg.theory.solves
+    for name in [v for v in stack.data_vars]:
+        ds[name] = stack[name].mean("solve").assign_attrs(parts[0][name].attrs)
+    for name in DMFT_CURVES:
+        se = stack[name].std("solve", ddof=1) / np.sqrt(n)
+        ds[f"{name}_se"] = se.assign_attrs(long_name=f"Monte-Carlo standard error of the DMFT {name} ({n} independent solves)")
     ds.attrs = {f"dmft_{k}": v for k, v in ds.attrs.items() if k != "sgdlab_version"}
+    ds.attrs["dmft_converged"] = int(all(p.attrs["converged"] for p in parts))
+    ds.attrs["dmft_solves"] = n
     flags = [str(w.message) for w in caught if issubclass(w.category, DMFTConvergenceWarning)]
     if flags:
         ds.attrs["status"] = f"flagged: {flags[0]} (raise theory.iterations or theory.damping, or theory.tolerance)"
@@ -191,6 +223,9 @@ def simulation_inputs(cfg: Config):
         alg.save_every,
         jnp.float64 if sim.dtype == "float64" else jnp.float32,
         sim.test_samples,
+        alg.plan,
+        alg.momentum,
+        alg.nesterov,
     )
 
 
@@ -256,7 +291,7 @@ def simulate_many(
     for i, cfg in enumerate(cfgs):
         rows_i = [r for r, (owner_i, _) in enumerate(entries) if owner_i == i]
         values = {k: out[a, rows_i] for a, k in enumerate(names)}
-        times = np.arange(n_blocks + 1) * cfg.algorithm.save_every * cfg.algorithm.eta
+        times = cfg.algorithm.save_times()
         seeds = cfg.simulation.seed_list
         if i in failed:
             name, j, seed, row = failed[i]
@@ -276,7 +311,7 @@ def simulate_many(
 
 
 def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> xr.Dataset:
-    steps = np.rint(times / cfg.algorithm.eta).astype(np.int64)
+    steps = (np.arange(times.size) * cfg.algorithm.save_every).astype(np.int64)
     data_vars = {
         k: (("method", "seed", "t"), v[None], {"long_name": DESCRIPTIONS.get(k, k)}) for k, v in out.items()
     }
@@ -285,7 +320,7 @@ def _to_dataset(cfg: Config, out: dict, times: np.ndarray, seeds: list[int]) -> 
         coords={
             "method": ["sim"],
             "seed": np.asarray(seeds, dtype=np.int64),
-            "t": ("t", times, {"long_name": "time t = k eta"}),
+            "t": ("t", times, {"long_name": "time t_k = sum_{j<k} eta_j (k eta at constant eta)"}),
             "step": ("t", steps),
         },
         attrs=provenance(cfg, study="dmft"),

@@ -9,6 +9,12 @@ Conventions follow Mignacco, Krzakala, Urbani, Zdeborova, NeurIPS 2020 (arXiv 20
 - ``square``: ``(y - z)^2 / 2``
 - ``logistic``: ``log(1 + exp(-y z))`` (evaluated stably as ``logaddexp(0, -y z)``)
 - ``squared_hinge``: ``max(0, kappa - y z)^2 / 2`` (margin ``kappa``)
+
+A loss of one's own is any JAX-traceable elementwise function ``loss(y, z)`` (from Python) or its
+import string ``"package.module:function"`` (from TOML); :func:`check_user_loss` checks what the
+DMFT and the simulators need of it: it traces, it is elementwise, it and its first two
+derivatives are finite, and its first derivative is continuous (no kink: autodiff would drop the
+Dirac mass of ``loss''`` at a kink).
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ def squared_hinge(y: jax.Array, z: jax.Array, kappa: float = 0.0) -> jax.Array:
     return 0.5 * jnp.maximum(0.0, kappa - y * z) ** 2
 
 
-def get_loss(name: str, kappa: float = 0.0) -> LossFn:
-    """Return the elementwise loss ``(y, z) -> loss`` called ``name`` (one of ``LOSS_NAMES``)."""
+def get_loss(name: str | LossFn, kappa: float = 0.0) -> LossFn:
+    """The elementwise loss ``(y, z) -> loss`` called ``name`` (one of ``LOSS_NAMES``), or ``name``
+    itself when it is a callable (a user loss; ``kappa`` belongs to the squared hinge only)."""
+    if callable(name):
+        return name
     if name == "square":
         return square
     if name == "logistic":
@@ -48,6 +57,35 @@ def get_loss(name: str, kappa: float = 0.0) -> LossFn:
     if name == "squared_hinge":
         return partial(squared_hinge, kappa=kappa)
     raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSS_NAMES)}")
+
+
+def resolve_loss(value: str | LossFn, key: str = "problem.loss") -> str | LossFn:
+    """A built-in name unchanged, or the checked user function of a callable or import string.
+
+    Raises :class:`sgdlab.core.functions.FunctionError` naming ``key`` when the function cannot
+    be used (see :func:`check_user_loss`).
+    """
+    from sgdlab.core.functions import resolve
+
+    if isinstance(value, str) and value in LOSS_NAMES:
+        return value
+    fn = resolve(value, key=key, builtins={name: get_loss(name) for name in LOSS_NAMES})
+    check_user_loss(fn, key)
+    return fn
+
+
+def check_user_loss(fn: LossFn, key: str = "problem.loss") -> None:
+    """What the DMFT and the simulators need of a user loss ``fn(y, z)``: JAX-traceable and
+    elementwise on ``(n,)`` arrays, finite with finite ``loss'``, ``loss''`` on labels ``+-1`` and
+    outputs ``z in [-8, 8]``, and ``loss'`` continuous in ``z`` (piecewise-smooth losses such as the
+    squared hinge pass; a kink such as ``max(0, 1 - y z)`` is refused)."""
+    import numpy as np
+
+    from sgdlab.core.functions import check_continuous_derivative, check_traceable
+
+    probe = (np.ones(4), np.linspace(-1.0, 1.0, 4))
+    check_traceable(fn, probe, key=key)
+    check_continuous_derivative(fn, key=key)
 
 
 def derivative(loss: LossFn, order: int = 1) -> LossFn:

@@ -154,6 +154,12 @@ class NoiseStudyConfig(Config):
                 f"theory.methods={self.theory.methods}: the noise study solves the DMFT when noise.dmft_seeds > 0; "
                 "leave theory.methods empty"
             )
+        alg = self.algorithm
+        if not alg.plan.constant or alg.momentum > 0:
+            raise ValueError(
+                "the noise study measures a stationary state at a constant step: remove algorithm.schedule "
+                "and algorithm.momentum (use sgdlab run for schedules and momentum)"
+            )
         fdt_windows(self)
         if self.noise.dmft_seeds > 0:
             need = 2 * (self.algorithm.n_saves * self.algorithm.save_every + 1)

@@ -80,7 +80,7 @@ def replica_init(spec: SimSpec, params: SimParams, key: jax.Array, n_replicas: i
     else:
         s = jax.vmap(lambda mk: init_mask(jax.random.fold_in(mk, 0), params.chain, spec.n))(mask_keys)
     rep = lambda a: jnp.broadcast_to(a, (n_replicas,) + a.shape)  # noqa: E731
-    return data, SimState(rep(st.w), rep(st.h), s, rep(st.k)), mask_keys, noise_keys
+    return data, SimState(rep(st.w), rep(st.h), s, rep(st.k), rep(st.w_prev), rep(st.h_prev)), mask_keys, noise_keys
 
 
 class ReplicaRun(NamedTuple):

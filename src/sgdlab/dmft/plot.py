@@ -2,7 +2,8 @@
 
 The simulation (``method = "sim"``) is drawn as the mean over seeds with a shaded band of one
 standard deviation (the seed-to-seed spread) and error bars of one standard error of the mean;
-theories (no seed spread) as dashed lines on the same axes.
+theories as dashed lines on the same axes, with a band of one Monte-Carlo standard error
+(``<name>_se``, from independent DMFT solves) where the Dataset has it.
 """
 
 from __future__ import annotations
@@ -45,8 +46,15 @@ def plot_order_parameters(ds: xr.Dataset, variables=ORDER_PARAMETER_PANELS, titl
                 step = max(1, len(t) // 15)
                 ax.errorbar(t[::step], mean[::step], yerr=sem[::step], fmt="none", ecolor=color, capsize=2, lw=0.8)
             else:
-                line = da.mean("seed") if "seed" in da.dims else da
-                ax.plot(t, line.values, color=color, lw=1.5, ls="--" if method != "sim" else "-", label=str(method))
+                line = (da.mean("seed") if "seed" in da.dims else da).values
+                se_name = f"{var}_se"
+                label = str(method)
+                if se_name in ds and np.isfinite(ds[se_name].isel(method=i).values).any():
+                    se = ds[se_name].isel(method=i)
+                    se = (se.mean("seed") if "seed" in se.dims else se).values
+                    ax.fill_between(t, line - se, line + se, color=color, alpha=0.3, lw=0)
+                    label = f"{method} (± s.e., {ds.attrs.get('dmft_solves', '?')} solves)"
+                ax.plot(t, line, color=color, lw=1.5, ls="--" if method != "sim" else "-", label=label)
         ax.set_title(TITLES.get(var, var), fontsize=10)
         ax.set_xlabel(r"time $t = k\eta$")
         ax.grid(alpha=0.3)

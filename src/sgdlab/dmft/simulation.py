@@ -50,12 +50,16 @@ SAMPLED_OBSERVABLES = ("test_loss_sampled", "test_error_sampled")
 
 class SimState(NamedTuple):
     """State of one run: weights ``w (d,)``, pre-activations ``h = X w / sqrt(d)`` ``(n,)``,
-    batch mask ``s (n,)`` (bool) and the step counter ``k``."""
+    batch mask ``s (n,)`` (bool) and the step counter ``k``; with momentum also the previous
+    weights ``w_prev (d,)`` and their pre-activations ``h_prev (n,)`` (``w_{-1} = w_0``), else
+    empty ``(0,)`` arrays."""
 
     w: jax.Array
     h: jax.Array
     s: jax.Array
     k: jax.Array
+    w_prev: jax.Array
+    h_prev: jax.Array
 
 
 class SimData(NamedTuple):
@@ -84,6 +88,9 @@ class SimSpec:
     test_samples: int = 0
     full_batch: bool = False
     langevin: bool = False
+    per_step: bool = False
+    momentum: bool = False
+    nesterov: bool = False
 
 
 class SimParams(NamedTuple):
@@ -97,6 +104,7 @@ class SimParams(NamedTuple):
     sigma0: jax.Array
     chain: MaskChain
     rule: UpdateRule
+    beta: jax.Array = np.float64(0.0)
 
 
 def simulation_setup(
@@ -111,15 +119,24 @@ def simulation_setup(
     save_every: int = 1,
     dtype=jnp.float32,
     test_samples: int = 0,
+    plan=None,
+    momentum: float = 0.0,
+    nesterov: bool = False,
 ) -> tuple[SimSpec, SimParams]:
     """Split a simulation into its static :class:`SimSpec` and its :class:`SimParams`.
 
     ``algorithm`` is one of ``gd, sgd, persistent_sgd, sgf, langevin`` (Langevin uses the
-    persistent chain with ``(b, tau)`` and adds ``sqrt(2 T eta) N(0, I)`` per step).
+    persistent chain with ``(b, tau)`` and adds ``sqrt(2 T eta) N(0, I)`` per step). ``plan``
+    (a :class:`sgdlab.dmft.steps.StepPlan` with schedules) gives per-step ``eta_k`` and mask
+    transitions; ``momentum`` ``beta`` and ``nesterov`` the update with memory (see :func:`step_streams`).
     """
     langevin = algorithm == "langevin"
     chain = mask_chain("persistent_sgd" if langevin else algorithm, eta, b, tau)
     rule = update_rule(eta, problem.ridge, b, normalisation, temperature if langevin else 0.0)
+    per_step = plan is not None and not plan.constant
+    if per_step:
+        chain = MaskChain(np.asarray(plan.p_on, np.float64), np.asarray(plan.p_off, np.float64), plan.b0)
+        rule = rule._replace(eta=np.asarray(plan.eta, np.float64))
     spec = SimSpec(
         clusters=problem.clusters,
         loss=problem.loss,
@@ -128,14 +145,18 @@ def simulation_setup(
         save_every=save_every,
         dtype=jnp.dtype(dtype).name,
         test_samples=test_samples,
-        full_batch=chain.b == 1.0,
+        full_batch=bool(np.all(np.asarray(plan.b if per_step else chain.b) == 1.0)),
         langevin=langevin and temperature > 0,
+        per_step=per_step,
+        momentum=momentum > 0,
+        nesterov=bool(nesterov and momentum > 0),
     )
-    as_num = lambda x: np.float64(x)  # noqa: E731
+    as_num = lambda x: np.asarray(x, np.float64) if np.ndim(x) else np.float64(x)  # noqa: E731
     params = SimParams(
         *(as_num(getattr(problem, k)) for k in ("delta", "rho", "kappa", "threshold", "m0", "sigma0")),
         MaskChain(*map(as_num, chain)),
         UpdateRule(*map(as_num, rule)),
+        np.float64(momentum),
     )
     return spec, params
 
@@ -177,7 +198,9 @@ def init(spec: SimSpec, params: SimParams, key: jax.Array) -> tuple[SimData, Sim
     else:
         s = init_mask(jax.random.fold_in(jax.random.fold_in(key, STREAM_MASK), 0), params.chain, spec.n)
     h = train.x @ w / np.sqrt(d).astype(dtype)
-    return SimData(train, x_test, y_test), SimState(w, h, s, jnp.zeros((), jnp.int32))
+    empty = jnp.zeros((0,), dtype)
+    w_prev, h_prev = (w, h) if spec.momentum else (empty, empty)
+    return SimData(train, x_test, y_test), SimState(w, h, s, jnp.zeros((), jnp.int32), w_prev, h_prev)
 
 
 class Tangent(NamedTuple):
@@ -210,12 +233,30 @@ def step_streams(spec: SimSpec, params: SimParams, data: SimData, mask_key: jax.
     With ``tangent``, returns ``(state, tangent)``: also the image of the tangents under the
     linearised step (masks and noise fixed): ``h_t <- loss''(y, h) s h_t`` enters the data
     gradient, and the update is affine in ``(w, g)``. The state and the ``P`` tangents share one
-    ``X^T [.]`` and one ``X [.]`` product."""
+    ``X^T [.]`` and one ``X [.]`` product.
+
+    With momentum ``beta`` (``spec.momentum``), the step is (Polyak heavy ball; Nesterov with
+    ``gamma = beta``, else ``gamma = 0``)::
+
+        y_k = w_k + gamma (w_k - w_{k-1}),
+        w_{k+1} = w_k + beta (w_k - w_{k-1}) - eta_k [lambda y_k + g(y_k) / B] [+ Langevin noise],
+
+    with ``w_{-1} = w_0``; the fields of ``y_k`` are ``h_k + gamma (h_k - h_{k-1})``, so the step
+    still reads the data twice. With per-step arrays (``spec.per_step``), ``eta_k`` and the mask
+    transition ``k -> k + 1`` are entry ``k`` of ``params.rule.eta`` and ``params.chain``."""
     sqrt_d = np.sqrt(spec.d).astype(state.w.dtype)
     loss = gm.sample_loss(_problem(spec, params))
     x, y = data.train.x, data.train.y
     rule = UpdateRule(*(jnp.asarray(r, state.w.dtype) for r in params.rule))
+    chain = params.chain
+    if spec.per_step:
+        rule = rule._replace(eta=rule.eta[state.k])
+        chain = MaskChain(chain.p_on[state.k], chain.p_off[state.k], chain.b)
     nk = jax.random.fold_in(noise_key, state.k) if spec.langevin else None
+    if spec.momentum:
+        if tangent is not None:
+            raise NotImplementedError("the linear response (tangent) of a momentum method is not implemented")
+        return _momentum_step(spec, params, data, mask_key, state, rule, chain, nk, loss, sqrt_d)
     r = jnp.where(state.s, losses.derivative(loss)(y, state.h), 0.0)
     if tangent is None:
         w = apply_update(rule, state.w, x.T @ r / sqrt_d, nk)
@@ -229,9 +270,26 @@ def step_streams(spec: SimSpec, params: SimParams, data: SimData, mask_key: jax.
         h, tangent = hh[0], Tangent(wt, hh[1:])
     s = state.s
     if not spec.full_batch:
-        s = step_mask(jax.random.fold_in(mask_key, state.k + 1), params.chain, s)
-    new = SimState(w, h, s, state.k + 1)
+        s = step_mask(jax.random.fold_in(mask_key, state.k + 1), chain, s)
+    new = SimState(w, h, s, state.k + 1, state.w_prev, state.h_prev)
     return new if tangent is None else (new, tangent)
+
+
+def _momentum_step(spec, params, data, mask_key, state, rule, chain, noise_key, loss, sqrt_d) -> SimState:
+    """The step with momentum of :func:`step_streams` (same streams, same two data passes)."""
+    x, y = data.train.x, data.train.y
+    beta = jnp.asarray(params.beta, state.w.dtype)
+    gamma = beta if spec.nesterov else jnp.zeros_like(beta)
+    w_look = state.w + gamma * (state.w - state.w_prev)
+    h_look = state.h + gamma * (state.h - state.h_prev)
+    r = jnp.where(state.s, losses.derivative(loss)(y, h_look), 0.0)
+    # apply_update(y_k) = y_k - eta [lambda y_k + g / B] (+ noise); add the heavy-ball term.
+    w = apply_update(rule, w_look, x.T @ r / sqrt_d, noise_key) + (beta - gamma) * (state.w - state.w_prev)
+    h = x @ w / sqrt_d
+    s = state.s
+    if not spec.full_batch:
+        s = step_mask(jax.random.fold_in(mask_key, state.k + 1), chain, s)
+    return SimState(w, h, s, state.k + 1, state.w, state.h)
 
 
 def step(spec: SimSpec, params: SimParams, data: SimData, key: jax.Array, state: SimState) -> SimState:

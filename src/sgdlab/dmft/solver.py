@@ -172,8 +172,12 @@ class Dynamics(NamedTuple):
     - ``eta``: step (time ``t = k eta``); ``n_steps``: number of steps ``T`` (grid ``k = 0..T``);
     - ``p_on``, ``p_off``, ``b``: mask chain ``s(0) ~ Bernoulli(b)``, ``P(0->1) = p_on``,
       ``P(1->0) = p_off`` (stationary iff ``b = p_on / (p_on + p_off)``); GD is ``(1, 0, 1)``;
-    - ``temperature``: Langevin temperature ``T`` (noise ``sqrt(2 T eta) N(0, I)`` per step).
+    - ``temperature``: Langevin temperature ``T`` (noise ``sqrt(2 T eta) N(0, I)`` per step);
+    - ``beta``, ``gamma``: momentum (heavy ball ``gamma = 0``, Nesterov ``gamma = beta``; see
+      the module docstring, section Momentum).
 
+    ``eta``, ``p_on`` and ``p_off`` may also be arrays ``(n_steps,)``: entry ``k`` is the step
+    ``k -> k + 1`` (schedules, :mod:`sgdlab.dmft.steps`); ``b`` is then the fraction of ``s(0)``.
     The ridge is ``problem.ridge``.
     """
 
@@ -183,6 +187,18 @@ class Dynamics(NamedTuple):
     p_off: float = 0.0
     b: float = 1.0
     temperature: float = 0.0
+    beta: float = 0.0
+    gamma: float = 0.0
+
+    @property
+    def per_step(self) -> bool:
+        """Whether ``eta``, ``p_on``, ``p_off`` are per-step arrays ``(n_steps,)`` (schedules)."""
+        return np.ndim(self.eta) > 0 or np.ndim(self.p_on) > 0
+
+    @property
+    def momentum(self) -> bool:
+        """Whether the update has memory (``beta`` or ``gamma`` nonzero)."""
+        return bool(np.any(np.asarray(self.beta) != 0) or np.any(np.asarray(self.gamma) != 0))
 
     @classmethod
     def from_chain(cls, chain: Any, eta: float, n_steps: int, temperature: float = 0.0) -> "Dynamics":
@@ -193,17 +209,29 @@ class Dynamics(NamedTuple):
         """Return a copy with plain Python numbers, or raise ``ValueError`` naming the field."""
         if isinstance(self.n_steps, bool) or not (isinstance(self.n_steps, (int, np.integer)) and self.n_steps >= 1):
             raise ValueError(f"n_steps={self.n_steps!r} must be an integer >= 1")
-        if not (math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta={self.eta} must be > 0")
-        for name in ("p_on", "p_off"):
+
+        def num(name):
             val = getattr(self, name)
-            if not 0.0 <= val <= 1.0:
+            if np.ndim(val) == 0:
+                return float(val)
+            arr = np.asarray(val, np.float64)
+            if arr.shape != (self.n_steps,):
+                raise ValueError(f"{name} has shape {arr.shape}; a per-step array must have shape ({self.n_steps},)")
+            return arr
+
+        eta, p_on, p_off = num("eta"), num("p_on"), num("p_off")
+        if not (np.all(np.isfinite(eta)) and np.all(np.asarray(eta) > 0)):
+            raise ValueError(f"eta={self.eta} must be > 0")
+        for name, val in (("p_on", p_on), ("p_off", p_off)):
+            if not np.all((np.asarray(val) >= 0.0) & (np.asarray(val) <= 1.0)):
                 raise ValueError(f"{name}={val} must lie in [0, 1]")
         if not 0.0 < self.b <= 1.0:
             raise ValueError(f"b={self.b} must lie in (0, 1]")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature={self.temperature} must be >= 0")
-        return Dynamics(float(self.eta), int(self.n_steps), float(self.p_on), float(self.p_off), float(self.b), float(self.temperature))
+        if not (0.0 <= self.beta < 1.0 and 0.0 <= self.gamma < 1.0):
+            raise ValueError(f"beta={self.beta}, gamma={self.gamma} must lie in [0, 1)")
+        return Dynamics(eta, int(self.n_steps), p_on, p_off, float(self.b), float(self.temperature), float(self.beta), float(self.gamma))
 
 
 class SolverOptions(NamedTuple):
@@ -226,6 +254,9 @@ class SolverOptions(NamedTuple):
       block step by step). Performance only; every block size gives the same numbers to rounding.
     - ``chunks``: number of scans the time march is cut into (histories cut to the past of each
       chunk: fewer memory reads, one more compiled scan body each). Performance only.
+    - ``replica``: index of an independent solve with the same ``seed`` (its random stream is
+      ``fold_in(key(seed), replica)``; replica 0 is ``key(seed)`` itself). Independent replicas
+      give the Monte-Carlo standard error of the solution (:mod:`sgdlab.dmft.experiment`).
     """
 
     samples: int = 30000
@@ -238,6 +269,7 @@ class SolverOptions(NamedTuple):
     jitter: float = 1e-10
     block: int = 16
     chunks: int = 4
+    replica: int = 0
 
     def validate(self) -> "SolverOptions":
         """Return a copy with plain Python values, or raise ``ValueError`` naming the option."""
@@ -268,9 +300,11 @@ class SolverOptions(NamedTuple):
             raise ValueError(f"block={self.block!r} must be an integer >= 1")
         if not (is_int(self.chunks) and self.chunks >= 1):
             raise ValueError(f"chunks={self.chunks!r} must be an integer >= 1")
+        if not (is_int(self.replica) and 0 <= self.replica < 2**31):
+            raise ValueError(f"replica={self.replica!r} must be an integer in [0, 2^31)")
         return SolverOptions(
             int(self.samples), float(self.damping), int(self.iterations), float(self.tolerance), int(self.seed),
-            str(self.response), str(self.start), float(self.jitter), int(self.block), int(self.chunks),
+            str(self.response), str(self.start), float(self.jitter), int(self.block), int(self.chunks), int(self.replica),
         )
 
 
@@ -338,14 +372,17 @@ def zero_kernels(n_steps: int) -> Kernels:
     return Kernels(jnp.zeros((tp,)), jnp.zeros((tp, tp)), jnp.zeros((tp, tp)))
 
 
-def weight_side(problem: gm.GaussianMixture, dynamics: Dynamics, kernels: Kernels) -> OrderParameters:
+def weight_side(problem: gm.GaussianMixture, dynamics: Dynamics, kernels: Kernels, momentum: bool = False) -> OrderParameters:
     """Solve the weight-side recursions for ``(m, P, R)`` and assemble ``C``; pure, ``O(T^3)``.
 
     The recursions ``Y_{k+1} = (1 - eta lambda) Y_k - eta sum_{l<=k} Q_kl Y_l + B_{k+1}`` for the
     columns of ``Y = [R | P | m]`` form the unit-lower-triangular system
     ``(I - S((1 - eta lambda) I - eta Q)) Y = B`` with the down-shift ``S`` (``(S X)_{k+1} = X_k``)
-    and ``B = [eta S | e_0 | m0 e_0 - eta S mu]``: one triangular solve.
+    and ``B = [eta S | e_0 | m0 e_0 - eta S mu]``: one triangular solve. With per-step ``eta_k``
+    or momentum (``momentum=True``, static) the general form of :func:`_weight_side_general`.
     """
+    if dynamics.per_step or momentum:
+        return _weight_side_general(problem, dynamics, kernels)
     eta, lam = dynamics.eta, problem.ridge
     tp = kernels.mu.shape[0]
     eye = jnp.eye(tp)
@@ -359,6 +396,54 @@ def weight_side(problem: gm.GaussianMixture, dynamics: Dynamics, kernels: Kernel
     C = C + (2.0 * dynamics.temperature / eta) * (R @ R.T)  # Langevin (zero at T = 0)
     C = 0.5 * (C + C.T)
     return OrderParameters(m, P, R, C)
+
+
+def lookahead_matrix(c, tp: int) -> jax.Array:
+    """``A (tp, tp)`` with ``(A X)_k = (1 + c) X_k - c X_{k-1}`` and ``X_{-1} = X_0`` (row 0 is ``X_0``)."""
+    a = (1.0 + c) * jnp.eye(tp) - c * jnp.eye(tp, k=-1)
+    return a.at[0, 0].set(1.0)
+
+
+def per_step_vector(x, tp: int) -> jax.Array:
+    """A scalar or per-step array ``(tp - 1,)`` as ``(tp,)`` (the last, unused entry repeated)."""
+    x = jnp.asarray(x)
+    if x.ndim == 0:
+        return jnp.full((tp,), x)
+    return jnp.concatenate([x, x[-1:]])
+
+
+def _weight_side_general(problem: gm.GaussianMixture, dynamics: Dynamics, kernels: Kernels) -> OrderParameters:
+    """Weight side with per-step ``eta_k`` and momentum (see the module docstring, Momentum)::
+
+        X_{k+1} = X_k + beta (X_k - X_{k-1}) - eta_k [lambda (A X)_k + sum_{l<=k} Q_kl (A X)_l] + B_{k+1},
+
+    ``A`` = :func:`lookahead_matrix` of ``gamma``, ``X_{-1} = X_0``: the unit-lower-triangular
+    system ``(I - S (H - diag(eta) (lambda I + Q) A)) X = B`` with ``H`` the lookahead matrix of
+    ``beta``; the Langevin term of ``C`` is ``R diag(2 T / eta) R^T``.
+    """
+    lam = problem.ridge
+    tp = kernels.mu.shape[0]
+    eta = per_step_vector(dynamics.eta, tp)
+    eye = jnp.eye(tp)
+    shift = jnp.eye(tp, k=-1)
+    a = lookahead_matrix(dynamics.gamma, tp)
+    z = lookahead_matrix(dynamics.beta, tp) - eta[:, None] * ((lam * eye + kernels.Q) @ a)
+    lower = eye - shift @ z
+    e0 = eye[:, :1]
+    rhs = jnp.concatenate([shift * eta[None, :], e0, problem.m0 * e0 - (shift @ (eta * kernels.mu))[:, None]], axis=1)
+    y = solve_triangular(lower, rhs, lower=True, unit_diagonal=True)
+    R, P, m = y[:, :tp], y[:, tp], y[:, tp + 1]
+    C = jnp.outer(m, m) + problem.sigma0**2 * jnp.outer(P, P) + R @ kernels.M @ R.T
+    C = C + (R * (2.0 * dynamics.temperature / eta)[None, :]) @ R.T
+    C = 0.5 * (C + C.T)
+    return OrderParameters(m, P, R, C)
+
+
+def lookahead(order: OrderParameters, gamma) -> OrderParameters:
+    """The order parameters of the point ``y_k = w_k + gamma (w_k - w_{k-1})`` where the gradient
+    is taken: ``(A m, A P, A R, A C A^T)`` (Nesterov; ``gamma = 0`` is ``w`` itself)."""
+    a = lookahead_matrix(gamma, order.m.shape[0])
+    return OrderParameters(a @ order.m, a @ order.P, a @ order.R, a @ order.C @ a.T)
 
 
 def regularised_cholesky(C: jax.Array, jitter: float) -> jax.Array:
@@ -375,6 +460,16 @@ def _mask_chain_path(key: jax.Array, dynamics: Dynamics, n_times: int, n: int) -
     """Mask chain ``s (n_times, n)`` as float: ``s_0 ~ Bernoulli(b)``, then the two-state chain."""
     u = jax.random.uniform(key, (n_times, n), jnp.float64)
     s0 = u[0] < dynamics.b
+    if dynamics.per_step:  # transition k -> k + 1 with (p_on[k], p_off[k])
+        probs = [jnp.broadcast_to(jnp.asarray(p), (dynamics.n_steps,))[: n_times - 1] for p in (dynamics.p_on, dynamics.p_off)]
+
+        def step_k(s, xs):
+            uk, on, off = xs
+            s_new = jnp.where(s, uk >= off, uk < on)
+            return s_new, s_new
+
+        _, rest = jax.lax.scan(step_k, s0, (u[1:], *probs))
+        return jnp.concatenate([s0[None], rest], axis=0).astype(jnp.float64)
 
     def step(s, uk):
         s_new = jnp.where(s, uk >= dynamics.p_off, uk < dynamics.p_on)
@@ -421,7 +516,8 @@ def _loss_derivatives(problem: gm.GaussianMixture):
 
 
 def effective_scan(
-    problem: gm.GaussianMixture, noise: Noise, m: jax.Array, g0: jax.Array, R: jax.Array, block: int = 16
+    problem: gm.GaussianMixture, noise: Noise, m: jax.Array, g0: jax.Array, R: jax.Array, block: int = 16,
+    gamma=None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Run the effective process for given ``m (T+1,)``, fields ``g0 (T+1, N)`` and ``R``.
 
@@ -429,6 +525,10 @@ def effective_scan(
     without probes: ``noise.eps`` empty) and per-time averages ``stats (T+1, 3)`` = (loss,
     misclassified, ``a``). Time is cut in blocks of ``block`` steps: the memory of all earlier
     blocks is one matrix product per block, the rest a ``lax.scan`` step by step. ``O(N T^2)``.
+
+    With Nesterov momentum (``gamma`` given), ``m, g0, R`` are those of the lookahead point
+    ``y_k`` (:func:`lookahead`) and the loss and error are taken at ``w_k``, whose field follows
+    from ``h^y_k = (1 + gamma) h^w_k - gamma h^w_{k-1}`` (``h^w_0 = h^y_0``).
     """
     tp, n = g0.shape
     delta = problem.delta
@@ -447,7 +547,7 @@ def effective_scan(
     width = 2 * n if with_tangent else n
 
     def time_step(carry, xs):
-        hist_blk, i = carry  # (block, width): [Lam | dLam] of the current block so far
+        hist_blk, i, hw_prev = carry  # (block, width): [Lam | dLam] of the current block so far
         mem_past, base_k, s_k, eps_k, r_in = xs
         mem = mem_past + r_in @ hist_blk  # sum_{j<k} R_kj [Lam_j | dLam_j]
         h = base_k - delta * mem[:n]
@@ -460,10 +560,12 @@ def effective_scan(
             dlam_off = jnp.zeros((0,), h.dtype)
             row = lam
         hist_blk = jax.lax.dynamic_update_slice(hist_blk, row[None], (i, 0))
-        stats = jnp.stack([jnp.mean(loss(y, h)), jnp.mean(gm.misclassified(problem, y, h)), jnp.mean(a)])
-        return (hist_blk, i + 1), (stats, dlam_off)
+        hw = h if gamma is None else (h + gamma * hw_prev) / (1.0 + gamma)
+        stats = jnp.stack([jnp.mean(loss(y, hw)), jnp.mean(gm.misclassified(problem, y, hw)), jnp.mean(a)])
+        return (hist_blk, i + 1, hw), (stats, dlam_off)
 
-    def block_step(hist, ib):
+    def block_step(carry, ib):
+        hist, hw_prev = carry
         start = ib * block
         r_rows = jax.lax.dynamic_slice(Rp, (start, 0), (block, tpad))
         r_past = jnp.where(jnp.arange(tpad)[None, :] < start, r_rows, 0.0)
@@ -475,11 +577,11 @@ def effective_scan(
             jax.lax.dynamic_slice(eps_p, (start, 0), (block, eps_p.shape[1])),
             jax.lax.dynamic_slice(Rp, (start, start), (block, block)),
         )
-        (hist_blk, _), (stats, dlam_off) = jax.lax.scan(time_step, (jnp.zeros((block, width)), 0), xs)
+        (hist_blk, _, hw_prev), (stats, dlam_off) = jax.lax.scan(time_step, (jnp.zeros((block, width)), 0, hw_prev), xs)
         hist = jax.lax.dynamic_update_slice(hist, hist_blk, (start, 0))
-        return hist, (stats, dlam_off)
+        return (hist, hw_prev), (stats, dlam_off)
 
-    hist, (stats, dlam_off) = jax.lax.scan(block_step, jnp.zeros((tpad, width)), jnp.arange(nb))
+    (hist, _), (stats, dlam_off) = jax.lax.scan(block_step, (jnp.zeros((tpad, width)), base[0]), jnp.arange(nb))
     stats = stats.reshape(tpad, 3)[:tp]
     dlam_off = dlam_off.reshape(tpad, -1)[:tp]
     return hist[:tp, :n], dlam_off, stats
@@ -517,30 +619,39 @@ class Sample(NamedTuple):
 
 def effective_process(
     problem: gm.GaussianMixture, order: OrderParameters, noise: Noise, response: str = "probe",
-    jitter: float = 1e-10, block: int = 16,
+    jitter: float = 1e-10, block: int = 16, gamma=None,
 ) -> Sample:
     """Sample the effective process given ``(m, C, R)`` and the common random numbers, and
-    estimate the kernels: ``K_hat`` of the fixed-point map. ``O(N T^2)`` time, ``O(N T)`` memory."""
+    estimate the kernels: ``K_hat`` of the fixed-point map. ``O(N T^2)`` time, ``O(N T)`` memory.
+    With Nesterov momentum (``gamma``), the fields are those of the lookahead point."""
+    if gamma is not None:
+        order = lookahead(order, gamma)
     chol = regularised_cholesky(order.C, jitter)
     g0 = chol @ noise.z  # (T+1, N), covariance C
     probe_noise = noise if response == "probe" else noise._replace(eps=jnp.zeros((noise.z.shape[0], 0)))
-    lam, dlam_off, stats = effective_scan(problem, probe_noise, order.m, g0, order.R, block)
+    lam, dlam_off, stats = effective_scan(problem, probe_noise, order.m, g0, order.R, block, gamma)
     kernels = estimate_kernels(problem, noise, lam, dlam_off, stats[:, 2], chol, response)
     return Sample(kernels, stats[:, 0], stats[:, 1], jnp.all(jnp.isfinite(chol)))
 
 
-def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter: float = 1e-10, chunks: int = 4):
+def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter: float = 1e-10, chunks: int = 4,
+          momentum: bool = False):
     """Exact causal solve of the sampled equations (probe estimator) in one pass over time.
 
-    At step ``k``: Cholesky row ``k`` of ``C`` (forward substitution against the rows already
-    known), fields ``h_k`` of all ``N`` trajectories, kernel row ``k`` (``M[k, :k+1]``, ``mu_k``,
-    ``Q[k, :k+1]``), then the weight-side row ``k + 1`` (``R``, ``P``, ``m`` and ``C[k+1, :k+2]``).
-    Because the sampled map is causal, this is its fixed point. Cost ``O(N T^2 + T^3)``: five
-    matrix-vector products over the past of the ``(T+1, N)`` histories per step (fields, memory,
-    tangent memory, ``M`` row, probe correlations) and ``O(T^2)`` triangular solves (Cholesky row,
-    probe regression) and weight-side updates. Time is cut into
-    ``chunks`` scans whose histories only span the times reached so far, so the products read
-    ``~ (1 + 1/chunks) N T^2 / 2`` entries in all instead of ``N T^2``. ``O(N T)`` memory.
+    At step ``k``: Cholesky row ``k`` of ``C``, fields ``h_k`` of all ``N``
+    trajectories, kernel row ``k`` (``M[k, :k+1]``, ``mu_k``, ``Q[k, :k+1]``), then the
+    weight-side row ``k + 1`` (``R``, ``P``, ``m`` and ``C[k+1, :k+2]``). Because the sampled map
+    is causal, this is its fixed point. Cost ``O(N T^2 + T^3)``: five matrix-vector products over
+    the past of the ``(T+1, N)`` histories per step (fields, memory, tangent memory, ``M`` row,
+    probe correlations) and ``O(T^2)`` triangular solves (Cholesky row, probe regression) and
+    weight-side updates. Time is cut into ``chunks`` scans whose histories only span the times
+    reached so far, so the products read ``~ (1 + 1/chunks) N T^2 / 2`` entries in all instead of
+    ``N T^2``. ``O(N T)`` memory.
+
+    Per-step ``eta_k`` (``dynamics.per_step``) and momentum (``momentum=True``, static: the
+    recursions of :func:`_weight_side_general`, the fields and the Cholesky factor those of the
+    lookahead point ``y_k``, rows computed from the rows ``k`` and ``k - 1`` of ``w``'s) are
+    handled in the same pass; without them the arithmetic is the plain one, unchanged.
 
     Returns ``(Kernels, OrderParameters, train_loss, train_error, cholesky_ok)``.
     """
@@ -551,6 +662,12 @@ def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter:
     alpha, delta = problem.alpha, problem.delta
     sqd = jnp.sqrt(delta)
     decay = 1.0 - eta * lam_r
+    per_step = dynamics.per_step
+    general = per_step or momentum
+    if general:
+        eta_vec = per_step_vector(dynamics.eta, n1)  # entry k: the step k -> k + 1
+        langevin_w = jnp.concatenate([2.0 * temp / eta_vec[:tp], jnp.zeros((1,))])  # R diag(2T/eta) R^T
+        beta, gamma = dynamics.beta, dynamics.gamma
     sigma0_sq = problem.sigma0**2
     loss, dloss, d2loss = _loss_derivatives(problem)
     c, y = noise.c, noise.y
@@ -560,7 +677,12 @@ def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter:
         zeros2, zeros2, zeros2, jnp.zeros((n1,)),  # L (Cholesky), M, Q, mu
         zeros2, jnp.zeros((n1,)).at[0].set(1.0), jnp.zeros((n1,)).at[0].set(problem.m0),  # R, P, m
         zeros2.at[0, 0].set(problem.m0**2 + sigma0_sq),  # C
+        jnp.zeros((N,)),  # field of w_{k-1} (Nesterov: the loss is taken at w, the gradient at y)
     )
+
+    def ahead(x_k, x_prev, coef):
+        """``(1 + coef) x_k - coef x_{k-1}`` (the lookahead of a row or a scalar)."""
+        return (1.0 + coef) * x_k - coef * x_prev
 
     def make_step(hi):
         """Step of a chunk whose times k satisfy k < hi (histories cut to their first hi rows)."""
@@ -568,18 +690,25 @@ def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter:
         g_chol = jnp.pad(noise.gram_chol, ((0, 1), (0, 1))).at[tp, tp].set(1.0)
 
         def step(carry, k):
-            (lam_h, dlam_h), (L, M, Q, mu, R, P, m, C) = carry
+            (lam_h, dlam_h), (L, M, Q, mu, R, P, m, C, hw_prev) = carry
+            km = jnp.maximum(k - 1, 0)  # w_{-1} = w_0
+            if momentum:  # the field process is that of y_k = w_k + gamma (w_k - w_{k-1})
+                u = ahead(C[k], C[km], gamma)
+                cy_row = jnp.where(idx == 0, u[0], ahead(u, jnp.roll(u, 1), gamma))
+                cy_row = jnp.where(idx <= k, cy_row, 0.0)
+                r_k, m_k = ahead(R[k], R[km], gamma), ahead(m[k], m[km], gamma)
+            else:
+                cy_row, r_k, m_k = C[k], R[k], m[k]
             # Cholesky row k: L[k, :k] solves L[:k, :k] x = C[k, :k]; unit diagonal on rows >= k.
-            c_past = jnp.where(idx < k, C[k], 0.0)
+            c_past = jnp.where(idx < k, cy_row, 0.0)
             x = solve_triangular(L + jnp.diag((idx >= k).astype(L.dtype)), c_past, lower=True)
-            ckk = C[k, k]
+            ckk = cy_row[k]
             lkk = jnp.sqrt(ckk + jitter * jnp.maximum(ckk, _JITTER_FLOOR) - x @ x)  # NaN if not PD
             l_row = x.at[k].set(lkk)
             L = L.at[k].set(l_row)
             # Effective process at time k.
             g0 = l_row[:hi] @ z_hi
-            r_k = R[k]
-            h = c * m[k] + sqd * g0 - delta * (r_k[:hi] @ lam_h)
+            h = c * m_k + sqd * g0 - delta * (r_k[:hi] @ lam_h)
             s_k = noise.s[k]
             lam = s_k * dloss(y, h)
             a = s_k * d2loss(y, h)
@@ -597,16 +726,36 @@ def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter:
             q_row = (alpha * sqd * b).at[k].set(alpha * delta * jnp.mean(a))
             Q = Q.at[k].set(q_row)
             # Weight-side row k + 1.
-            r_new = decay * r_k - eta * (q_row @ R) + eta * (idx == k)
-            R = R.at[k + 1].set(r_new)
-            p_new = decay * P[k] - eta * (q_row @ P)
-            m_new = decay * m[k] - eta * (mu_k + q_row @ m)
-            P = P.at[k + 1].set(p_new)
-            m = m.at[k + 1].set(m_new)
-            c_new = m_new * m + sigma0_sq * p_new * P + R @ (M @ r_new) + (2.0 * temp / eta) * (R @ r_new)
+            if general:
+                eta_k = eta_vec[k]
+                # sum_l Q_kl (A X)_l = (Q_k A) X, with (Q_k A)_a = (1 + g) q_a - g q_{a+1} (a >= 1), q_0 - g q_1
+                qa = ahead(q_row, jnp.roll(q_row, -1).at[-1].set(0.0), gamma) if momentum else q_row
+                qa = qa.at[0].add(-gamma * q_row[0]) if momentum else qa
+
+                def row(x_k, x_prev, memory):
+                    heavy = ahead(x_k, x_prev, beta) if momentum else x_k
+                    look = ahead(x_k, x_prev, gamma) if momentum else x_k
+                    return heavy - eta_k * (lam_r * look + memory)
+
+                r_new = row(R[k], R[km], qa @ R) + eta_k * (idx == k)
+                p_new = row(P[k], P[km], qa @ P)
+                m_new = row(m[k], m[km], qa @ m) - eta_k * mu_k
+                R = R.at[k + 1].set(r_new)
+                P = P.at[k + 1].set(p_new)
+                m = m.at[k + 1].set(m_new)
+                c_new = m_new * m + sigma0_sq * p_new * P + R @ (M @ r_new) + R @ (langevin_w * r_new)
+            else:
+                r_new = decay * r_k - eta * (q_row @ R) + eta * (idx == k)
+                R = R.at[k + 1].set(r_new)
+                p_new = decay * P[k] - eta * (q_row @ P)
+                m_new = decay * m[k] - eta * (mu_k + q_row @ m)
+                P = P.at[k + 1].set(p_new)
+                m = m.at[k + 1].set(m_new)
+                c_new = m_new * m + sigma0_sq * p_new * P + R @ (M @ r_new) + (2.0 * temp / eta) * (R @ r_new)
             C = C.at[k + 1].set(c_new).at[:, k + 1].set(c_new)
-            stats = jnp.stack([jnp.mean(loss(y, h)), jnp.mean(gm.misclassified(problem, y, h))])
-            return ((lam_h, dlam_h), (L, M, Q, mu, R, P, m, C)), stats
+            hw = (h + gamma * jnp.where(k == 0, h, hw_prev)) / (1.0 + gamma) if momentum else h
+            stats = jnp.stack([jnp.mean(loss(y, hw)), jnp.mean(gm.misclassified(problem, y, hw))])
+            return ((lam_h, dlam_h), (L, M, Q, mu, R, P, m, C, hw)), stats
 
         return step
 
@@ -619,7 +768,7 @@ def march(problem: gm.GaussianMixture, dynamics: Dynamics, noise: Noise, jitter:
         (hist, small), stats = jax.lax.scan(make_step(int(hi)), (hist, small), jnp.arange(int(lo), int(hi)))
         out.append(stats)
     stats = jnp.concatenate(out, axis=0)
-    L, M, Q, mu, R, P, m, C = small
+    L, M, Q, mu, R, P, m, C, _ = small
     kernels = Kernels(mu[:tp], M[:tp, :tp], Q[:tp, :tp])
     order = OrderParameters(m[:tp], P[:tp], R[:tp, :tp], C[:tp, :tp])
     return kernels, order, stats[:, 0], stats[:, 1], jnp.all(jnp.isfinite(L))
@@ -635,20 +784,20 @@ def _relative_change(new: Kernels, old: Kernels) -> jax.Array:
 # ridge, eta or the batch fraction reuses one compilation; only shapes and the kind of loss and
 # mixture are static.
 _PROBLEM_FLOATS = ("alpha", "delta", "rho", "kappa", "threshold", "ridge", "m0", "sigma0")
-_DYNAMICS_FLOATS = ("eta", "p_on", "p_off", "b", "temperature")
+_DYNAMICS_FLOATS = ("eta", "p_on", "p_off", "b", "temperature", "beta", "gamma")
 
 
 def _split(problem: gm.GaussianMixture, dynamics: Dynamics):
     """``(static skeleton, n_steps, dynamic float parameters)``."""
     skeleton = dataclasses.replace(problem, **{f: 0.0 for f in _PROBLEM_FLOATS})
     params = {f: jnp.asarray(float(getattr(problem, f)), jnp.float64) for f in _PROBLEM_FLOATS}
-    params.update({f: jnp.asarray(float(getattr(dynamics, f)), jnp.float64) for f in _DYNAMICS_FLOATS})
+    params.update({f: jnp.asarray(np.asarray(getattr(dynamics, f), np.float64)) for f in _DYNAMICS_FLOATS})
     return skeleton, dynamics.n_steps, params
 
 
 def _join(skeleton: gm.GaussianMixture, n_steps: int, params: dict):
     problem = dataclasses.replace(skeleton, **{f: params[f] for f in _PROBLEM_FLOATS})
-    dynamics = Dynamics(params["eta"], n_steps, params["p_on"], params["p_off"], params["b"], params["temperature"])
+    dynamics = Dynamics(n_steps=n_steps, **{f: params[f] for f in _DYNAMICS_FLOATS})
     return problem, dynamics
 
 
@@ -666,21 +815,21 @@ def _draw(key, params, *, skeleton, n_steps, samples, probe) -> Noise:
     return draw_noise(problem, dynamics, key, samples, probe)
 
 
-@partial(jax.jit, static_argnames=("skeleton", "n_steps", "response", "block"))
-def _iteration(kernels, noise, params, damping, jitter, *, skeleton, n_steps, response, block) -> _Step:
+@partial(jax.jit, static_argnames=("skeleton", "n_steps", "response", "block", "momentum"))
+def _iteration(kernels, noise, params, damping, jitter, *, skeleton, n_steps, response, block, momentum) -> _Step:
     """One fixed-point iteration: weight side from ``kernels``, sample, re-estimate, damp."""
     problem, dynamics = _join(skeleton, n_steps, params)
-    order = weight_side(problem, dynamics, kernels)
-    sample = effective_process(problem, order, noise, response, jitter, block)
+    order = weight_side(problem, dynamics, kernels, momentum)
+    sample = effective_process(problem, order, noise, response, jitter, block, dynamics.gamma if momentum else None)
     residual = _relative_change(sample.kernels, kernels)
     nxt = Kernels(*(damping * old + (1.0 - damping) * new for old, new in zip(kernels, sample.kernels)))
     return _Step(order, sample, residual, nxt)
 
 
-@partial(jax.jit, static_argnames=("skeleton", "n_steps", "chunks"))
-def _march_solve(noise, params, jitter, *, skeleton, n_steps, chunks):
+@partial(jax.jit, static_argnames=("skeleton", "n_steps", "chunks", "momentum"))
+def _march_solve(noise, params, jitter, *, skeleton, n_steps, chunks, momentum):
     problem, dynamics = _join(skeleton, n_steps, params)
-    return march(problem, dynamics, noise, jitter, chunks)
+    return march(problem, dynamics, noise, jitter, chunks, momentum)
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,6 +900,8 @@ def solve_dmft(
             f"N > T + 1; its error is O(T/N), so use N >> T)"
         )
     key = jax.random.key(options.seed)
+    if options.replica:
+        key = jax.random.fold_in(key, options.replica)
     skeleton, _, params = _split(problem, dynamics)
     # The common random numbers, drawn once: every iteration (and the march) reuses them.
     noise = _draw(key, params, skeleton=skeleton, n_steps=dynamics.n_steps, samples=options.samples, probe=True)
@@ -760,7 +911,8 @@ def solve_dmft(
             raise ValueError(f"initial kernels must have shapes ({tp},), ({tp}, {tp}), ({tp}, {tp})")
     elif options.start == "march":
         kernels, _, _, _, ok = _march_solve(
-            noise, params, options.jitter, skeleton=skeleton, n_steps=dynamics.n_steps, chunks=options.chunks
+            noise, params, options.jitter, skeleton=skeleton, n_steps=dynamics.n_steps, chunks=options.chunks,
+            momentum=dynamics.momentum,
         )
         if not bool(ok):
             raise DMFTError(
@@ -772,7 +924,8 @@ def solve_dmft(
     else:
         kernels = zero_kernels(dynamics.n_steps)
 
-    static = dict(skeleton=skeleton, n_steps=dynamics.n_steps, response=options.response, block=options.block)
+    static = dict(skeleton=skeleton, n_steps=dynamics.n_steps, response=options.response, block=options.block,
+                  momentum=dynamics.momentum)
     residuals: list[float] = []
     converged = False
     step = None
@@ -808,7 +961,7 @@ def solve_dmft(
     C = np.asarray(order.C)
     q = np.diag(C).copy()
     return DMFTResult(
-        t=np.arange(tp) * dynamics.eta,
+        t=np.concatenate([[0.0], np.cumsum(per_step_vector(dynamics.eta, tp)[:-1])]) if dynamics.per_step else np.arange(tp) * dynamics.eta,
         m=m,
         q=q,
         C=C,
@@ -828,13 +981,22 @@ def solve_dmft(
     )
 
 
-def dmft_dataset(result: DMFTResult, save_every: int = 1, time_step: float | None = None):
+def _problem_record(problem: gm.GaussianMixture) -> dict:
+    from sgdlab.core.functions import spec_of
+
+    record = dataclasses.asdict(problem)
+    record["loss"] = spec_of(record["loss"])
+    return record
+
+
+def dmft_dataset(result: DMFTResult, save_every: int = 1, time_step: float | None = None, times=None):
     """The solution as an ``xarray.Dataset`` aligned with the simulation's time coordinate.
 
     Times ``t = k * time_step`` for ``k = 0, save_every, 2 save_every, ... <= T`` (the simulation
     saves ``j * save_every * eta`` for ``j = 0 .. n_steps // save_every``). ``time_step`` defaults
     to ``result.dynamics.eta``; pass the configured ``eta`` when the solve used the mapped
-    ``eta / b`` of the normalised convention, so that ``t`` matches the simulation's. Variables: ``m, q,
+    ``eta / b`` of the normalised convention, so that ``t`` matches the simulation's. ``times``
+    (``(T+1,)``, the time of every step; with schedules) overrides both. Variables: ``m, q,
     train_loss, train_error, test_loss, test_error`` with dims ``(method, t)``; ``C, R`` with dims
     ``(method, t, t_prime)``; ``residual`` with dim ``iteration``. Coordinates: ``method =
     ["dmft"]``, ``t``, ``t_prime``, ``step`` (along ``t``), ``iteration``. Attrs: ``converged``
@@ -856,7 +1018,7 @@ def dmft_dataset(result: DMFTResult, save_every: int = 1, time_step: float | Non
     if not (isinstance(time_step, (int, float, np.floating)) and math.isfinite(time_step) and time_step > 0):
         raise ValueError(f"time_step={time_step!r} must be > 0")
     idx = np.arange(0, n_steps // save_every + 1) * save_every
-    t = idx * float(time_step)
+    t = idx * float(time_step) if times is None else np.asarray(times, np.float64)[idx]
     scalars = {
         "m": (result.m, "overlap m = w.v/d"),
         "q": (result.q, "self-overlap q = C(t,t) = w.w/d"),
@@ -887,8 +1049,8 @@ def dmft_dataset(result: DMFTResult, save_every: int = 1, time_step: float | Non
             "converged": int(result.converged),
             "iterations": int(result.iterations),
             "solver_options": json.dumps(result.options._asdict(), sort_keys=True),
-            "dynamics": json.dumps(result.dynamics._asdict(), sort_keys=True),
-            "problem": json.dumps(dataclasses.asdict(result.problem), sort_keys=True),
+            "dynamics": json.dumps({k: np.asarray(v).tolist() for k, v in result.dynamics._asdict().items()}, sort_keys=True),
+            "problem": json.dumps(_problem_record(result.problem), sort_keys=True),
             "sgdlab_version": __version__,
         },
     )
