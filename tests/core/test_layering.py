@@ -24,9 +24,9 @@ WINGS = ("dmft", "sde", "manifold", "two_layer")
 #: wing -> role -> module names (without .py). The studies are what is left: they may import anything.
 ROLES = {
     "dmft": {
-        "model": {"problem", "losses", "batch_mask", "update"},
+        "model": {"problem", "losses", "batch_mask", "update", "steps"},
         "simulator": {"simulation", "noise_sim"},
-        "theory": {"solver", "replicas", "fdt"},
+        "theory": {"solver", "dynamics", "weight_side", "effective", "march", "replicas", "fdt"},
         "study": {"__init__", "config", "experiment", "noise", "noise_plot", "plot", "command"},
     },
     "sde": {
