@@ -5,8 +5,8 @@ Every config key that names a function (a loss, an activation, a target) accepts
 - a built-in name (``"square"``, ``"relu"``, ...), as before;
 - from Python, any JAX-traceable callable (the optax / diffrax habit);
 - from TOML or ``--set``, an import string ``"package.module:function"`` (``module:attr.attr``
-  for a nested attribute). The module is imported and the attribute looked up; nothing is ever
-  evaluated from the text.
+  for a nested attribute). The module is imported (from ``sys.path``, then the current
+  directory) and the attribute looked up; nothing is ever evaluated from the text.
 
 :func:`resolve` turns any of the three into a callable; :func:`spec_of` turns a callable back
 into the text stored in a result's ``config`` attribute (the import string when the function can
@@ -19,7 +19,9 @@ one line that names the key.
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from typing import Any, Callable, Mapping
 
 import jax
@@ -47,7 +49,7 @@ def import_string(spec: str, *, key: str) -> Callable:
         raise FunctionError(f"{key} = {spec!r} is not an import string 'package.module:function'")
     module_name, attr_path = spec.split(":")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_module(module_name)
     except Exception as exc:  # ImportError, or any error raised while importing the user module
         raise FunctionError(f"{key} = {spec!r}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})") from exc
     for part in attr_path.split("."):
@@ -57,6 +59,19 @@ def import_string(spec: str, *, key: str) -> Callable:
     if not callable(obj):
         raise FunctionError(f"{key} = {spec!r} names a {type(obj).__name__}, not a function")
     return obj
+
+
+def _import_module(name: str):
+    """Import ``name``; a module in the current directory is found too (as with ``python -m``),
+    also from the ``sgdlab`` command, whose ``sys.path`` starts at its script's folder."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        cwd = os.getcwd()
+        if cwd in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
 
 
 def resolve(value: str | Callable, *, key: str, builtins: Mapping[str, Callable]) -> Callable:
