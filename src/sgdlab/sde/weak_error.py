@@ -20,8 +20,9 @@ Exact errors have ``s_mc = 0``. An error smaller than twice its standard error i
 (``resolved = False``): its logarithm carries no information on the order.
 
 A value that is not finite (SGD or a model diverges at that learning rate) raises
-:class:`~sgdlab.core.errors.NonFiniteError` naming the quantity, ``eta`` and the process; its
-``partial`` is the Dataset with what was computed (NaN for the rest).
+:class:`~sgdlab.core.errors.NonFiniteError` naming the quantity, ``eta``, the process, the time
+(the horizon ``T``: the only time computed) and the seed (Monte Carlo); its ``partial`` is the
+Dataset with what was computed (NaN for the rest).
 
 This is the study module: it puts the simulator (:mod:`sgdlab.sde.sgd`) beside the theory
 (:mod:`~sgdlab.sde.moments`, :mod:`~sgdlab.sde.solvers`, :mod:`~sgdlab.sde.mean_field`), here and in
@@ -126,9 +127,11 @@ def weak_error_study(
         x0: starting points ``(K, d)`` (``K`` at least the copies the observables need); default
             ``x^1 = (1, ..., 1)``, ``x^2 = -(1/2, ..., 1/2)`` (opposite signs).
         method: ``auto`` (exact where possible), ``exact`` (error if impossible), ``monte_carlo``.
-        n_paths, scheme, substeps, seed, chunk: Monte Carlo paths (rounded up to whole chunks),
-            SDE scheme (``weak2``, ``talay_tubaro``, ``euler``), SDE steps per SGD step, seed,
-            paths per compiled batch.
+        n_paths: Monte Carlo paths (rounded up to whole chunks).
+        scheme: SDE scheme (``weak2``, ``talay_tubaro``, ``euler``).
+        substeps: SDE steps per SGD step.
+        seed: seed of the Monte Carlo.
+        chunk: paths per compiled batch.
         svag_l: ``l`` of the ``svag`` model given by name.
         antithetic: antithetic pairs for the SDE Monte Carlo (SGD's discrete sampling has none).
         progress: ``progress(done, total)`` after each (process, eta).
@@ -248,10 +251,11 @@ def weak_error_study(
             if bad:
                 o = bad[0]
                 name = "sgd" if im == 0 else process.name
+                seed_text = f"seed {seed}" if how[o.name] == "monte_carlo" else "exact moments, no seed"
                 raise NonFiniteError(
                     f"{o.name} ({o.description}) of {name} at eta = {eta:g} ({how[o.name]}) is "
-                    f"{res[o.name].value} ± {res[o.name].se}: {name} diverges at this learning rate "
-                    "(use smaller etas, a shorter horizon or a better conditioned problem)",
+                    f"{res[o.name].value} ± {res[o.name].se} at t={T:g} (the horizon; {seed_text}): {name} diverges at "
+                    "this learning rate (use smaller etas, a shorter horizon or a better conditioned problem)",
                     partial=dataset(),
                 )
             done += 1
