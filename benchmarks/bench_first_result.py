@@ -1,12 +1,12 @@
-"""Time to first result: every command's default example as a whole process, without the
-persistent compilation cache (``SGDLAB_JAX_CACHE=off``, the baseline), cold (an empty cache, which
-the run fills) and warm (a second process with that cache).
+"""Time to first result: commands as whole processes, without the persistent compilation cache
+(``SGDLAB_JAX_CACHE=off``, the baseline), cold (a fresh, empty cache folder, which the run fills)
+and warm (a second process with that folder).
 
-Prints, per command, the median wall time of ``--runs`` rounds of (off, cold, warm), run in turn
-so that the ratios warm / off and cold / off hold when the machine's speed drifts. Each cold run
-gets a new empty cache folder (``SGDLAB_JAX_CACHE``); each warm run reuses it.
+Each round runs (off, cold, warm) in turn, so that the ratios hold when the machine's speed
+drifts; the median of ``runs`` rounds is printed. ``--quick``: ``sgdlab run --example tiny``,
+cold and warm only.
 
-Usage: ``python benchmarks/bench_first_result.py [--runs 2] [--commands run theory noise sde manifold timescales]``.
+Usage: ``python -m benchmarks --only commands [--quick]`` (or this file, ``--runs 3``).
 """
 
 from __future__ import annotations
@@ -19,36 +19,59 @@ import sys
 import tempfile
 import time
 
-COMMANDS = ("run", "theory", "noise", "sde", "manifold", "timescales")
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import ROOT, table
+
+#: (command, its arguments): each command's default example; --quick runs the tiny examples.
+COMMANDS = (("run", []), ("theory", []), ("noise", []), ("sde", []), ("manifold", []), ("timescales", []))
+QUICK = (("run", ["--example", "tiny"]),)
 
 
-def timed(command: str, cache: str, out: str) -> float:
+def timed(command: str, args: list[str], cache: str, out: str) -> float:
+    """Wall seconds of ``sgdlab COMMAND ARGS -o OUT -q --no-plot`` with ``SGDLAB_JAX_CACHE=cache``."""
     env = {**os.environ, "SGDLAB_JAX_CACHE": cache}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sgdlab.cli", command, "-o", out, "-q", "--no-plot"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "sgdlab.cli", command, *args, "-o", out, "-q", "--no-plot"], env=env, cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"sgdlab {command} failed:\n{proc.stderr}")
+        raise RuntimeError(f"sgdlab {command} {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return seconds
+
+
+def off_cold_warm(command: str, args: list[str], runs: int = 1, off_too: bool = True) -> tuple[float | None, float, float]:
+    """Median seconds of ``runs`` rounds of (cache off, cold cache, warm cache); ``None`` for
+    the cache-off run when ``off_too`` is false."""
+    off, cold, warm = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+            if off_too:
+                off.append(timed(command, args, "off", out))
+            cold.append(timed(command, args, cache, out))
+            warm.append(timed(command, args, cache, out))
+    return (statistics.median(off) if off else None), statistics.median(cold), statistics.median(warm)
+
+
+def section_commands(quick: bool = False, runs: int = 1, commands=None) -> list[str]:
+    rows = []
+    for command, args in commands or (QUICK if quick else COMMANDS):
+        o, c, w = off_cold_warm(command, args, runs, off_too=not quick)
+        rows.append([" ".join(["sgdlab", command, *args]), o, c, w, o and c / o, o and w / o, c / w])
+    return [table("Commands: cold and warm compilation cache (whole processes)",
+                  ["command", "cache off s", "cold s", "warm s", "cold / off", "warm / off", "cold / warm"], rows,
+                  [f"median of {runs} round(s) of (off, cold, warm); `-q --no-plot`; cold: a new empty SGDLAB_JAX_CACHE folder"
+                   + ("; --quick: no cache-off run." if quick else ".")])]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--commands", nargs="*", default=list(COMMANDS))
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--commands", nargs="*", default=None, help="commands (default examples) to time")
     args = parser.parse_args()
-    print(f"{'command':<11} {'off s':>7} {'cold s':>7} {'warm s':>7} {'cold/off':>9} {'warm/off':>9}"
-          f"   (median of {args.runs}, default example, --no-plot)")
-    for command in args.commands:
-        off, cold, warm = [], [], []
-        for _ in range(args.runs):
-            with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-                off.append(timed(command, "off", out))
-                cold.append(timed(command, cache, out))
-                warm.append(timed(command, cache, out))
-        o, c, w = statistics.median(off), statistics.median(cold), statistics.median(warm)
-        print(f"{command:<11} {o:7.1f} {c:7.1f} {w:7.1f} {c / o:9.2f} {w / o:9.2f}", flush=True)
+    section_commands(args.quick, args.runs, [(c, []) for c in args.commands] if args.commands else None)
 
 
 if __name__ == "__main__":

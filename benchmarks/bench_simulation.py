@@ -1,18 +1,24 @@
-"""Throughput of the Gaussian-mixture simulator versus a NumPy loop and the memory-bandwidth bound.
+"""The Gaussian-mixture simulator: throughput against a NumPy loop and the bandwidth bound, and
+the peak memory of generating its data.
 
-Persistent SGD (square loss, alpha = 2, b = 0.3, tau = 2, eta = 0.1) at d = 2000 and 8000, 16
-seeds, float32 and float64. Each case runs in its own subprocess so that its peak memory (max
-RSS) is its own. Printed per case:
+Throughput (:func:`simulator_case`, one child process per case): persistent SGD (square loss,
+alpha = 2, b = 0.3, tau = 2, eta = 0.1), seed-steps per second of the jitted, vmapped simulator
+(compilation excluded) against
 
-- ``sim``: seed-steps per second of the jitted, vmapped JAX simulator (compilation excluded);
-- ``numpy``: a straightforward NumPy loop over seeds doing the same work per step (two passes
-  over the data matrix, the mask chain, the update), timed on ``--numpy-seeds`` seeds;
-- ``bound``: the memory-bandwidth bound ``BW / (2 n d bytes)``: each step must read the data
-  matrix twice (``X w`` and ``X^T r``); BW is measured in the same run (a large streaming
-  reduction, best of JAX and NumPy);
-- the speed-up over NumPy, the fraction of the bound reached, and the peak memory.
+- a straightforward NumPy loop over seeds doing the same work per step (two passes over the data
+  matrix, the mask chain, the update; CPU only), and
+- the memory-bandwidth bound ``BW / (2 n d bytes)``: each step reads the data matrix twice
+  (``X w`` and ``X^T r``); ``BW`` is a large array copy measured in the same process.
 
-Usage: ``python benchmarks/bench_simulation.py [--quick] [--steps 100]``.
+Data memory (:func:`memory_case`, one child process per case): the simulator's ``init`` (data,
+initial weights, masks) with the row-block generator of :func:`sgdlab.dmft.problem.sample_inputs`
+against the whole-matrix draw it replaced (the in-run baseline): XLA's memory plan (outputs +
+temporaries) and the measured resident high-water mark above the compiled program, both over the
+data size, and the generation rate. From the rate, the cost per step of regenerating the data on
+the fly from the counter-based key (one generation of every row per step) against reading it
+twice from memory.
+
+Usage: ``python -m benchmarks --only simulator memory [--quick]`` (or this file).
 """
 
 from __future__ import annotations
@@ -20,137 +26,189 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import subprocess
+import os
 import sys
 import time
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-def measure_bandwidth() -> float:
-    """Streaming read bandwidth in bytes/s: best of a JAX and a NumPy reduction over 1 GiB."""
-    import jax
+from benchmarks.common import child, copy_bandwidth, platforms, table
+
+PROBLEM = dict(alpha=2.0, delta=0.5, ridge=0.1, loss="square")
+ETA, B, TAU, SAVE_EVERY = 0.1, 0.3, 2.0, 10
+JAX_PLATFORM = {"cpu": "cpu", "gpu": "cuda"}
+
+
+def _setup(d: int, dtype: str):
     import jax.numpy as jnp
-    import numpy as np
-
-    a = np.ones(2**28, np.float32)
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        a.sum()
-        best = max(best, a.nbytes / (time.perf_counter() - t0))
-    ja = jnp.ones(2**28, jnp.float32)
-    f = jax.jit(jnp.sum)
-    f(ja).block_until_ready()
-    for _ in range(3):
-        t0 = time.perf_counter()
-        f(ja).block_until_ready()
-        best = max(best, ja.nbytes / (time.perf_counter() - t0))
-    return best
-
-
-def run_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, numpy_seeds: int) -> dict:
-    """One case, in this process: returns the measurements as a dict."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
 
     import sgdlab  # noqa: F401  (float64 mode)
     from sgdlab.dmft.problem import GaussianMixture
-    from sgdlab.dmft.simulation import batched, simulation_setup, tile_params
+    from sgdlab.dmft.simulation import simulation_setup
 
-    problem = GaussianMixture(alpha=2.0, delta=0.5, ridge=0.1, loss="square")
-    eta, b, tau, save_every = 0.1, 0.3, 2.0, 10
+    problem = GaussianMixture(**PROBLEM)
     jdtype = jnp.float32 if dtype == "float32" else jnp.float64
-    spec, params = simulation_setup(problem, "persistent_sgd", d, eta, b, tau, save_every=save_every, dtype=jdtype)
+    return (problem, *simulation_setup(problem, "persistent_sgd", d, ETA, B, TAU, save_every=SAVE_EVERY, dtype=jdtype))
+
+
+def numpy_loop_rate(problem, d: int, dtype: str, steps: int, seeds: int) -> float:
+    """Seed-steps per second of a plain NumPy loop over seeds (one seed's data at a time)."""
+    import numpy as np
+
+    npdtype = np.float32 if dtype == "float32" else np.float64
+    n = problem.n_samples(d)
+    rng = np.random.default_rng(0)
+    elapsed = 0.0
+    p_on, p_off = ETA / TAU, (1 - B) * ETA / (B * TAU)
+    for _ in range(seeds):
+        v = rng.standard_normal(d).astype(npdtype)
+        c = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(npdtype)
+        x = (c[:, None] * v[None] / math.sqrt(d) + math.sqrt(0.5) * rng.standard_normal((n, d), dtype=np.float32)).astype(npdtype)
+        w = rng.standard_normal(d).astype(npdtype)
+        s = rng.random(n) < B
+        t0 = time.perf_counter()
+        for _k in range(steps):
+            h = x @ w / math.sqrt(d)
+            g = x.T @ (s * (h - c)) / math.sqrt(d)
+            w = w - ETA * (0.1 * w + g)
+            u = rng.random(n)
+            s = np.where(s, u >= p_off, u < p_on)
+        elapsed += time.perf_counter() - t0
+        del x
+    return seeds * steps / elapsed
+
+
+def simulator_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, numpy_seeds: int, platform: str) -> dict:
+    """One throughput case, in this process (its platform is JAX's default device)."""
+    import jax
+    import jax.numpy as jnp
+
+    problem, spec, params = _setup(d, dtype)
+    from sgdlab.dmft.simulation import batched, tile_params
+
+    bandwidth = copy_bandwidth(platform, 2**28 if d <= 2000 else 2**29)
     init, _, advance = batched(spec)
-    n_blocks = steps // save_every
+    n_blocks = steps // SAVE_EVERY
     elapsed = 0.0
     for start in range(0, seeds, seed_batch):
         keys = jax.vmap(jax.random.key)(jnp.arange(start, min(seeds, start + seed_batch), dtype=jnp.uint32))
         p = tile_params(params, keys.shape[0])
         data, state = init(p, keys)
-        jax.block_until_ready(advance(p, data, keys, state, n_blocks))  # compile + warm up
+        jax.block_until_ready(advance(p, data, keys, state, n_blocks))  # compile and warm up
         t0 = time.perf_counter()
         state, obs = advance(p, data, keys, state, n_blocks)
         jax.block_until_ready(obs)
         elapsed += time.perf_counter() - t0
         del data, state, obs
-    sim_rate = seeds * n_blocks * save_every / elapsed
-
-    # A straightforward NumPy loop over seeds doing the same work per step.
-    npdtype = np.float32 if dtype == "float32" else np.float64
-    n = problem.n_samples(d)
-    rng = np.random.default_rng(0)
-    np_elapsed = 0.0
-    p_on, p_off = eta / tau, (1 - b) * eta / (b * tau)
-    for _ in range(numpy_seeds):
-        v = rng.standard_normal(d).astype(npdtype)
-        c = np.where(rng.random(n) < 0.5, 1.0, -1.0).astype(npdtype)
-        x = (c[:, None] * v[None] / math.sqrt(d) + math.sqrt(0.5) * rng.standard_normal((n, d), dtype=np.float32)).astype(npdtype)
-        w = rng.standard_normal(d).astype(npdtype)
-        s = rng.random(n) < b
-        t0 = time.perf_counter()
-        for _k in range(steps):
-            h = x @ w / math.sqrt(d)
-            g = x.T @ (s * (h - c)) / math.sqrt(d)
-            w = w - eta * (0.1 * w + g)
-            u = rng.random(n)
-            s = np.where(s, u >= p_off, u < p_on)
-        np_elapsed += time.perf_counter() - t0
-        del x
-    numpy_rate = numpy_seeds * steps / np_elapsed
     itemsize = 4 if dtype == "float32" else 8
     return {
-        "d": d,
-        "dtype": dtype,
-        "seeds": seeds,
-        "seed_batch": seed_batch,
-        "sim_rate": sim_rate,
-        "numpy_rate": numpy_rate,
-        "bytes_per_step": 2 * n * d * itemsize,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "device": str(jax.devices()[0]),
+        "sim": seeds * n_blocks * SAVE_EVERY / elapsed,
+        "numpy": numpy_loop_rate(problem, d, dtype, steps, numpy_seeds) if platform == "cpu" and numpy_seeds else None,
+        "bound": bandwidth / (2 * spec.n * d * itemsize),
+        "bandwidth": bandwidth,
     }
+
+
+def whole_matrix_inputs(key, problem, c, v):
+    """The baseline: the data drawn as one ``(n, d)`` Gaussian matrix plus the ``c v^T`` outer product."""
+    import jax.numpy as jnp
+
+    from sgdlab.dmft.problem import standard_normal
+
+    d = v.shape[0]
+    z = standard_normal(key, (c.shape[0], d), v.dtype)
+    return (c[:, None] * v[None, :]) / jnp.sqrt(d).astype(v.dtype) + jnp.sqrt(problem.delta).astype(v.dtype) * z
+
+
+def memory_case(d: int, dtype: str, seeds: int, generator: str, execute: bool, platform: str) -> dict:
+    """Memory plan and measured peak of the simulator's ``init`` with ``generator`` (``blocks``
+    or ``whole``), in this process; the compiled program is loaded before the high-water mark is
+    reset, so the peak is that of running it (once: a freed buffer would stay resident)."""
+    import jax
+
+    from benchmarks.common import peak_rss, reset_peak_rss, rss_bytes
+    from sgdlab.dmft import problem as gm
+    from sgdlab.dmft import simulation as S
+
+    if generator == "whole":
+        gm.sample_inputs = whole_matrix_inputs
+    _, spec, params = _setup(d, dtype)
+    init = jax.jit(jax.vmap(lambda p, k: S.init(spec, p, k)))
+    p, keys = S.tile_params(params, seeds), S.seed_keys(range(seeds))
+    compiled = init.lower(p, keys).compile()
+    plan = compiled.memory_analysis()
+    data = seeds * spec.n * d * (4 if dtype == "float32" else 8)
+    out = {"data_gib": data / 2**30, "plan": None if plan is None else (plan.temp_size_in_bytes + plan.output_size_in_bytes) / data}
+    if execute:
+        base = rss_bytes()
+        measured = platform == "cpu" and reset_peak_rss()
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(compiled(p, keys))
+        seconds = time.perf_counter() - t0
+        out.update(seconds=seconds, rate=seeds * spec.n * d / seconds, rss=(peak_rss() - base) / data if measured else None)
+        del res
+    return out
+
+
+def section_simulator(quick: bool = False) -> list[str]:
+    """Throughput table: per (d, dtype), CPU (and GPU) rates, NumPy ratio, fraction of the bound."""
+    cases = [(1000, "float32", 16, 16), (1000, "float64", 16, 16)] if quick else \
+        [(2000, "float32", 16, 16), (2000, "float64", 16, 16), (8000, "float32", 16, 8), (8000, "float64", 16, 4)]
+    steps, numpy_seeds = (20, 1) if quick else (100, 2)
+    plats = platforms()
+    rows = []
+    for d, dtype, seeds, batch in cases:
+        res = {pl: child("bench_simulation", dict(d=d, dtype=dtype, seeds=seeds, steps=steps, seed_batch=batch,
+                                                  numpy_seeds=numpy_seeds if pl == "cpu" else 0, platform=pl),
+                         env={"JAX_PLATFORMS": JAX_PLATFORM[pl]}) for pl in plats}
+        cpu = res["cpu"]
+        row = [f"{d} {dtype}", f"{seeds} ({batch})", cpu["sim"], cpu["numpy"], cpu["sim"] / cpu["numpy"], cpu["bandwidth"] / 1e9,
+               cpu["bound"], cpu["sim"] / cpu["bound"]]
+        if "gpu" in res:
+            row += [res["gpu"]["sim"], res["gpu"]["sim"] / res["gpu"]["bound"]]
+        rows.append(row)
+    header = ["d, dtype", "seeds (batch)", "sim steps/s", "NumPy steps/s", "sim / NumPy", "copy GB/s", "bound steps/s", "sim / bound"]
+    if "gpu" in plats:
+        header += ["GPU sim steps/s", "GPU sim / GPU bound"]
+    return [table("Simulator throughput (seed-steps per second)", header, rows, [
+        f"persistent SGD, square loss, alpha = 2, {steps} timed steps; NumPy: a one-seed loop on {numpy_seeds} seed(s); "
+        "bound = copy bandwidth (read + write, same process) / (2 n d bytes per step)."])]
+
+
+def section_memory(quick: bool = False) -> list[str]:
+    """Data peak memory / data size and generation rate: row blocks against the whole-matrix draw."""
+    cases = [(1000, "float32", 4)] if quick else [(2000, "float32", 16), (2000, "float64", 16), (8000, "float64", 4)]
+    bandwidth = copy_bandwidth("cpu", 2**28)
+    rows = []
+    for d, dtype, seeds in cases:
+        blocks = child("bench_simulation", dict(memory=True, d=d, dtype=dtype, seeds=seeds, generator="blocks", execute=True, platform="cpu"))
+        # the whole-matrix baseline is run only where its ~4x peak fits comfortably
+        whole = child("bench_simulation", dict(memory=True, d=d, dtype=dtype, seeds=seeds, generator="whole",
+                                               execute=blocks["data_gib"] <= 1.0, platform="cpu"))
+        itemsize = 4 if dtype == "float32" else 8
+        rows.append([f"{d} {dtype}", seeds, blocks["data_gib"], blocks["plan"], blocks["rss"], whole["plan"], whole.get("rss"),
+                     blocks["seconds"], whole.get("seconds"), blocks["rate"] / 1e6, bandwidth / (2 * itemsize * blocks["rate"])])
+    return [table("Simulator data: peak memory / data size", [
+        "d, dtype", "seeds", "data GiB", "blocks: plan / data", "blocks: peak RSS / data", "whole: plan / data",
+        "whole: peak RSS / data", "blocks s", "whole s", "blocks M entries/s", "on-the-fly / stored per step"], rows, [
+        "plan: XLA's memory plan of the simulator's init (outputs + temporaries); peak RSS: resident high-water mark above "
+        "the loaded program while it runs. 'whole' is the whole-matrix draw the row blocks replaced (run only up to 1 GiB of data). "
+        f"on-the-fly / stored: regenerating every row once per step from the counter-based key (at the blocks' rate) "
+        f"against reading the stored matrix twice at the copy bandwidth ({bandwidth / 1e9:.1f} GB/s)."])]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=100, help="timed steps per seed (multiple of 10)")
-    parser.add_argument("--seeds", type=int, default=16)
-    parser.add_argument("--numpy-seeds", type=int, default=2, help="seeds timed for the NumPy loop (rate is per seed-step)")
-    parser.add_argument("--quick", action="store_true", help="d = 2000 only")
-    parser.add_argument("--dtypes", default="float32,float64", help="comma-separated dtypes to run")
-    parser.add_argument("--case", type=str, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(**json.loads(args.case))))
+        spec = json.loads(args.case)
+        print(json.dumps(memory_case(**{k: v for k, v in spec.items() if k != "memory"}) if spec.get("memory") else simulator_case(**spec)))
         return
-
-    bandwidth = measure_bandwidth()
-    cases = [(2000, "float32", 16), (2000, "float64", 16)]
-    if not args.quick:
-        # 16 seeds at d = 8000 hold 8 GiB (float32) / 16 GiB (float64) of data: batch them.
-        cases += [(8000, "float32", 8), (8000, "float64", 4)]
-    cases = [c for c in cases if c[1] in args.dtypes.split(",")]
-    print(f"memory bandwidth (measured, streaming read): {bandwidth / 1e9:.1f} GB/s", flush=True)
-    header = f"{'d':>6} {'dtype':>8} {'seeds':>5} {'batch':>5} | {'sim steps/s':>11} {'numpy steps/s':>13} {'speed-up':>8} | {'bound steps/s':>13} {'of bound':>8} | {'peak GiB':>8}"
-    print(header)
-    print("-" * len(header), flush=True)
-    for d, dtype, batch in cases:
-        spec = dict(d=d, dtype=dtype, seeds=args.seeds, steps=args.steps, seed_batch=min(batch, args.seeds), numpy_seeds=args.numpy_seeds)
-        out = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, text=True)
-        if out.returncode != 0:
-            print(out.stderr, file=sys.stderr)
-            raise SystemExit(f"case {spec} failed")
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        bound = bandwidth / r["bytes_per_step"]
-        print(
-            f"{r['d']:>6} {r['dtype']:>8} {r['seeds']:>5} {r['seed_batch']:>5} | {r['sim_rate']:>11.0f} {r['numpy_rate']:>13.0f} "
-            f"{r['sim_rate'] / r['numpy_rate']:>7.1f}x | {bound:>13.0f} {r['sim_rate'] / bound:>7.0%} | {r['peak_rss_gib']:>8.2f}",
-            flush=True,
-        )
-    print(f"device: {r['device']}")
-    print("steps/s are seed-steps per second (one step of one seed); 'bound' = bandwidth / (2 n d bytes).")
+    section_simulator(args.quick)
+    section_memory(args.quick)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder: OUT/NAME.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table (paths are still printed).")]
 Plot = Annotated[bool, typer.Option("--plot/--no-plot", help="Write the PNG figures.")]
 Scheduler = Annotated[Optional[str], typer.Option("--scheduler", help="A [sweep] on an existing dask scheduler, e.g. tcp://10.0.0.1:8786 (default: a local cluster).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="A [sweep]'s local worker processes (default: one per core; 0: in this process).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", "-w", help="A [sweep]'s local worker processes (0: in this process; default: auto, in this process unless the work left is long, then one worker per core).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="A [sweep]: replace a store that holds a different sweep.")]
 
 
@@ -155,6 +155,8 @@ def sweep(
             out_console.print(status_table(summary, status))
             for where, msg in summary.errors.items():
                 say(f"failed {where}: {msg}")
+            for where, flag in summary.flagged.items():
+                say(f"flagged {where}: {flag}")
             return None
         source = config_source("run", config, example, set_)
         if "sweep" not in source:

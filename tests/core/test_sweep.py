@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import sgdlab
+import sgdlab.core.sweep as sweep_engine
 from sgdlab.dmft.config import ConfigError
 from sgdlab.core.sweep import DONE, FAILED, load_sweep, plan_sweep, read_markers, sweep_status
 from sgdlab.core.sweep import run_sweep as _run_sweep
@@ -153,3 +154,92 @@ def test_resume_refuses_a_different_sweep_and_status_reports(tmp_path):
 def test_sweep_section_validation(sweep, match):
     with pytest.raises(ConfigError, match=match):
         sgdlab.load_config({"sweep": sweep})
+
+
+# Execution: the automatic choice between this process and a LocalCluster ---------------------
+
+
+def _no_cluster(*args, **kwargs):
+    raise AssertionError("a small sweep started a dask cluster")
+
+
+def test_auto_runs_a_small_sweep_in_this_process_and_resumes_like_any_other(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_engine, "make_client", _no_cluster)
+    cfg = {**BASE, "sweep": {"algorithm.batch_fraction": [0.3, 0.6, 1.0], "points_per_task": 1}}
+    summary = run_sweep(cfg, tmp_path / "a.zarr")  # neither workers, scheduler nor client: auto
+    assert summary.executor == "in this process (auto)"
+    assert (summary.total, summary.done, summary.failed, summary.pending) == (3, 3, 0, 0)
+    ds = load_sweep(tmp_path / "a.zarr")
+    alone = sgdlab.run(point_config({"algorithm.batch_fraction": 0.6}))
+    np.testing.assert_array_equal(ds.m.sel({"algorithm.batch_fraction": 0.6}).values, alone.m.values)
+    # the same markers and resume semantics: a lost marker recomputes that point only
+    (tmp_path / "a.zarr" / "_points" / "1.json").unlink()
+    again = run_sweep(cfg, tmp_path / "a.zarr")
+    assert (again.skipped, again.done, again.pending) == (2, 3, 0)
+    np.testing.assert_array_equal(load_sweep(tmp_path / "a.zarr").m.values, ds.m.values)
+
+
+def test_auto_hands_the_rest_to_a_cluster_when_it_is_long(tmp_path, monkeypatch):
+    """Pilot tasks here, the rest on dask, one store: every point equals its run alone."""
+    from dask.distributed import Client, LocalCluster
+
+    started = []
+
+    def threads_cluster(scheduler, workers, dashboard=False):
+        started.append(workers)
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+        return Client(cluster), cluster
+
+    monkeypatch.setattr(sweep_engine, "make_client", threads_cluster)
+    monkeypatch.setattr(sweep_engine, "AUTO_CLUSTER_SECONDS", 0.0)  # any work left is "long"
+    monkeypatch.setattr(sweep_engine.os, "cpu_count", lambda: 2)
+    cfg = {**BASE, "sweep": {"algorithm.batch_fraction": [0.3, 0.5, 0.7, 1.0], "points_per_task": 1}}
+    summary = run_sweep(cfg, tmp_path / "c.zarr")
+    assert started == [2]
+    assert summary.executor == "2 tasks in this process, 2 on a LocalCluster of 2 workers (auto)"
+    assert (summary.done, summary.failed, summary.pending) == (4, 0, 0)
+    ds = load_sweep(tmp_path / "c.zarr")
+    markers = read_markers(tmp_path / "c.zarr")
+    assert sorted(markers) == [0, 1, 2, 3] and all(m["status"] == "done" for m in markers.values())
+    for b in (0.3, 1.0):  # one pilot point, one cluster point
+        alone = sgdlab.run(point_config({"algorithm.batch_fraction": b}))
+        np.testing.assert_array_equal(ds.q.sel({"algorithm.batch_fraction": b}).values, alone.q.values)
+
+
+@pytest.mark.parametrize(
+    "seconds,tasks_left,cores,want",
+    [
+        ([3.0, 0.1], 62, 2, False),  # 64 tiny points: 6 s left here, less than a cluster's start-up
+        ([5.0, 4.0], 1, 2, False),  # one task left: nothing to run in parallel
+        ([5.0, 4.0], 10, 1, False),  # one core
+        ([5.0, 4.0], 10, 2, True),  # 40 s left: worth a cluster
+        ([30.0, 0.5], 50, 8, True),  # the slow first task (compiling) does not count: 25 s left
+        ([30.0, 0.5], 30, 8, False),
+    ],
+)
+def test_the_auto_rule(seconds, tasks_left, cores, want):
+    assert sweep_engine._want_cluster(seconds, tasks_left, cores) is want
+
+
+def test_flagged_points_make_the_sweep_command_fail_like_a_flagged_run(tmp_path):
+    """A DMFT that does not converge is kept with a flagged status; a sweep with such points
+    keeps them too and exits 1, as `sgdlab run` does for one flagged result."""
+    from typer.testing import CliRunner
+
+    from sgdlab.cli import app
+
+    cfg = tmp_path / "flag.toml"
+    cfg.write_text(
+        'name = "flag"\n[algorithm]\nhorizon = 1.0\n[simulation]\nenabled = false\n'
+        '[theory]\nmethods = ["dmft"]\nsamples = 500\niterations = 1\nstart = "zero"\n'
+        '[sweep]\n"algorithm.batch_fraction" = [0.5, 1.0]\n'
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", str(cfg), "-o", str(tmp_path), "--workers", "0", "--no-plot"])
+    assert result.exit_code == 1, result.output
+    assert "2 are flagged" in " ".join(result.output.split()) and "did not converge" in result.output
+    summary = sweep_status(tmp_path / "flag.zarr")
+    assert (summary.done, summary.failed, len(summary.flagged)) == (2, 0, 2)
+    assert all(s.startswith("flagged: DMFT did not converge") for s in summary.flagged.values())
+    status = runner.invoke(app, ["sweep", "--status", str(tmp_path / "flag.zarr")])
+    assert status.exit_code == 0 and "flagged" in status.output

@@ -120,9 +120,11 @@ def _run_sweep_command(study: Study, cfg, store_path: Path, opts: CommonOptions)
         )
     if not opts.quiet:
         out_console.print(status_table(summary, store_path))
-        say(f"{summary.skipped} points already done (skipped); {summary.seconds:.1f} s")
+        say(f"{summary.skipped} points already done (skipped); {summary.seconds:.1f} s, {summary.executor}")
     for where, msg in summary.errors.items():
         say(f"failed {where}: {msg}")
+    for where, status in summary.flagged.items():
+        say(f"flagged {where}: {status}")
     written = [store_path]
     if opts.plot and summary.done:
         from sgdlab.core.plot import plot_sweep, save_figure
@@ -136,13 +138,16 @@ def _run_sweep_command(study: Study, cfg, store_path: Path, opts: CommonOptions)
                 say(f"no sweep figure of {variable or 'the default variable'}: {err}")
     for p in written:
         say(f"wrote {p}")
+    if summary.failed or summary.flagged:  # as a single run: kept, but the command fails
+        raise FlaggedResult(f"{summary.failed} of {summary.total} points failed and {len(summary.flagged)} are flagged; "
+                            f"they are kept in {store_path} with their status (sgdlab sweep --status {store_path})")
     return written
 
 
 def status_table(summary, store: Path):
     """The done / failed / pending table of a sweep."""
-    return table(f"sweep {store}", ["points", "done", "failed", "pending"],
-                 [[summary.total, summary.done, summary.failed, summary.pending]], right=[True] * 4)
+    return table(f"sweep {store}", ["points", "done", "failed", "pending", "flagged (done)"],
+                 [[summary.total, summary.done, summary.failed, summary.pending, len(summary.flagged)]], right=[True] * 5)
 
 
 def report_errors(fn, debug: bool):

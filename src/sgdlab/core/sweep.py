@@ -8,8 +8,11 @@ dotted keys. Every command of every wing runs it the same way:
 2. **Batch**: valid points with equal ``Study.group_key`` are grouped ``points_per_task`` at a
    time; a task computes its points with ``Study.run_many`` (the DMFT wing vmaps the simulation
    of a group in one compiled program).
-3. **Execute** in this process (``workers=0``), on a ``LocalCluster`` (one single-threaded worker
-   process per core, loopback only; the default), or on an existing scheduler (``scheduler``).
+3. **Execute** in this process (``workers=0``), on a ``LocalCluster`` of ``workers`` single-threaded
+   worker processes (loopback only), or on an existing scheduler (``scheduler``/``client``). Given
+   none of them (the default, "auto"), the sweep starts in this process and hands the rest to a
+   ``LocalCluster`` (one worker per core) only when the work left is estimated to outweigh the
+   cluster's start-up: see :func:`_want_cluster`.
 4. **Write** by region: when the first point is back, the store is created (beside its final
    path, then renamed in) with every point NaN and ``status = 0`` (pending); each finished
    point's region is written with zarr directly (chunks are one point wide), then a marker
@@ -60,6 +63,16 @@ __all__ = [
     "DONE", "FAILED", "MARKERS", "PENDING", "Plan", "Point", "SweepSummary", "damaged_points", "load_sweep",
     "make_client", "plan_sweep", "read_markers", "run_points", "run_sweep", "sweep_status",
 ]
+
+#: Auto execution: the work left after the pilot tasks, estimated in seconds of this process,
+#: above which a LocalCluster is started for it. A cluster costs its start-up (worker processes
+#: importing JAX, loading or compiling each program: ~5-10 s on 2 cores, see docs/sweeps.md) and
+#: saves at most (1 - 1/cores) of the work left; this process already runs large array
+#: operations on several threads.
+AUTO_CLUSTER_SECONDS = 20.0
+#: Auto execution: tasks computed in this process before deciding (the first one compiles; the
+#: second gives the per-task time of a compiled program).
+AUTO_PILOT_TASKS = 2
 
 
 def run_points(ref: str, config_jsons: list[str]) -> list[xr.Dataset | str]:
@@ -127,6 +140,8 @@ class SweepSummary:
     skipped: int = 0
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)
+    flagged: dict[str, str] = field(default_factory=dict)
+    executor: str = ""
 
 
 def run_sweep(
@@ -144,9 +159,12 @@ def run_sweep(
     """Run (or resume) the sweep of ``config`` (a config of ``study`` with a ``[sweep]`` table)
     into the zarr ``store``; see the module doc.
 
-    ``workers=0`` computes in this process; otherwise tasks go to ``client`` (an existing
-    ``dask.distributed.Client``), to ``scheduler``, or to a new ``LocalCluster`` with ``workers``
-    processes (default one per core). ``progress(done, total)`` after each point.
+    ``workers=0`` computes in this process; ``client`` (an existing ``dask.distributed.Client``),
+    ``scheduler`` or ``workers=N`` send every task to dask (``N`` local worker processes). With
+    none of them, execution is automatic (:func:`_want_cluster`): the first tasks run in this
+    process and the rest moves to a ``LocalCluster`` of one worker per core only when it is
+    estimated to take more than :data:`AUTO_CLUSTER_SECONDS` here. ``progress(done, total)``
+    after each point. The summary's ``executor`` says where the tasks ran.
     """
     start = time.perf_counter()
     cfg = study.load(config)
@@ -203,34 +221,74 @@ def _run_sweep_locked(study, cfg, plan, store, scheduler, workers, dashboard, ov
                 progress(finished, total)
 
     groups = _groups(plan, todo) if todo else []
-    if groups and workers == 0 and client is None and not scheduler:
+    auto = workers is None and client is None and not scheduler
+    executor = "nothing to compute"
+    if groups and (workers == 0 and client is None and not scheduler):
+        executor = "in this process (--workers 0)"
         for batch in groups:
-            record(batch, run_points(study.ref, [p.config.to_json() for p in batch]))
+            record(batch, _run_here(study, batch))
+    elif groups and auto:
+        executor = "in this process (auto)"
+        seconds: list[float] = []
+        while groups and not (len(seconds) >= AUTO_PILOT_TASKS and _want_cluster(seconds, len(groups))):
+            batch = groups.pop(0)
+            t0 = time.perf_counter()
+            record(batch, _run_here(study, batch))
+            seconds.append(time.perf_counter() - t0)
+        if groups:
+            n_workers = os.cpu_count() or 1
+            executor = f"{len(seconds)} tasks in this process, {len(groups)} on a LocalCluster of {n_workers} workers (auto)"
+            _run_on_dask(study, groups, record, None, n_workers, dashboard, None)
     elif groups:
-        own = client is None
-        cluster = None
-        if own:
-            client, cluster = make_client(scheduler, workers, dashboard)
-        try:
-            from dask.distributed import as_completed
-
-            futures = {client.submit(run_points, study.ref, [p.config.to_json() for p in b], pure=False): b for b in groups}
-            for fut in as_completed(futures):
-                try:
-                    results = fut.result()
-                except Exception as err:  # the worker died or the task could not run
-                    results = [f"{type(err).__name__}: {err}"] * len(futures[fut])
-                record(futures[fut], results)
-        finally:
-            if own:
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+        executor = (f"dask scheduler {scheduler}" if scheduler else "the given dask client" if client is not None
+                    else f"a LocalCluster of {workers} workers")
+        _run_on_dask(study, groups, record, scheduler, workers, dashboard, client)
     writer.close()
     summary = sweep_status(store)
     summary.skipped = skipped
     summary.seconds = time.perf_counter() - start
+    summary.executor = executor
     return summary
+
+
+def _run_here(study: Study, batch: list[Point]) -> list:
+    return run_points(study.ref, [p.config.to_json() for p in batch])
+
+
+def _want_cluster(seconds: list[float], tasks_left: int, cores: int | None = None) -> bool:
+    """Auto execution's rule, once the tasks run here so far took ``seconds`` (at least
+    :data:`AUTO_PILOT_TASKS` of them): move the ``tasks_left`` remaining tasks to a LocalCluster
+    when they are estimated to take more than :data:`AUTO_CLUSTER_SECONDS` in this process (each
+    as long as the fastest task so far: the first one includes compiling) and a cluster can run
+    two of them at once (two tasks or more left, two cores or more)."""
+    cores = cores or os.cpu_count() or 1
+    if tasks_left < 2 or cores < 2 or not seconds:
+        return False
+    return tasks_left * min(seconds) > AUTO_CLUSTER_SECONDS
+
+
+def _run_on_dask(study: Study, groups: list[list[Point]], record, scheduler, workers, dashboard, client) -> None:
+    """Submit every group as one task to ``client`` (or to a new client of ``scheduler`` or of a
+    ``LocalCluster`` of ``workers``) and record each result as it comes back."""
+    own = client is None
+    cluster = None
+    if own:
+        client, cluster = make_client(scheduler, workers, dashboard)
+    try:
+        from dask.distributed import as_completed
+
+        futures = {client.submit(run_points, study.ref, [p.config.to_json() for p in b], pure=False): b for b in groups}
+        for fut in as_completed(futures):
+            try:
+                results = fut.result()
+            except Exception as err:  # the worker died or the task could not run
+                results = [f"{type(err).__name__}: {err}"] * len(futures[fut])
+            record(futures[fut], results)
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def sweep_status(store: str | Path) -> SweepSummary:
@@ -255,7 +313,10 @@ def sweep_status(store: str | Path) -> SweepSummary:
     done = sum(1 for p in plan.points if markers.get(p.flat, {}).get("status") == "done")
     failed = {p.flat: markers[p.flat] for p in plan.points if markers.get(p.flat, {}).get("status") == "failed"}
     errors = {json.dumps(m["overrides"]): " ".join((m["error"] or "").split()) for m in failed.values()}
+    flagged = {json.dumps(markers[p.flat]["overrides"]): str(markers[p.flat].get("attrs", {}).get("status"))
+               for p in plan.points if markers.get(p.flat, {}).get("status") == "done"
+               and str(markers[p.flat].get("attrs", {}).get("status", "complete")).startswith("flagged")}
     for flat in damaged:
         errors[json.dumps(plan.points[flat].overrides)] = "damaged: marked done but its data does not read back; running the sweep again recomputes it"
     n = len(plan.points)
-    return SweepSummary(total=n, done=done, failed=len(failed), pending=n - done - len(failed), errors=errors)
+    return SweepSummary(total=n, done=done, failed=len(failed), pending=n - done - len(failed), errors=errors, flagged=flagged)

@@ -107,11 +107,109 @@ def labels(problem: GaussianMixture, c: jax.Array) -> jax.Array:
     return c if problem.clusters == 2 else 2.0 * c**2 - 1.0
 
 
+#: Target number of entries of one row block of the data matrix (a few hundred KiB per
+#: temporary array: the block's counters, random bits and Gaussians stay in cache).
+BLOCK_ENTRIES = 2**16
+#: At least this many row blocks, so that the temporaries of one block are at most ~1/16 of the data.
+MIN_BLOCKS = 16
+
+
+def block_rows(n: int, d: int) -> int:
+    """Rows per block when the ``(n, d)`` data matrix is generated in row blocks: about
+    :data:`BLOCK_ENTRIES` entries per block and at least :data:`MIN_BLOCKS` blocks."""
+    return max(1, min(BLOCK_ENTRIES // max(d, 1), -(-n // MIN_BLOCKS)))
+
+
+def _counter_based(key: jax.Array, n: int, d: int) -> bool:
+    """Whether ``jax.random.normal(key, (n, d))`` is elementwise in a counter (the flat index),
+    so that any row block can be drawn alone: a typed threefry key with JAX's partitionable
+    threefry (the default since JAX 0.5), and 64-bit integers when ``n d >= 2^32``."""
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return False
+    impl = jax.random.key_impl(key)
+    if "threefry" not in str(getattr(impl, "name", impl)).lower():
+        return False
+    if not jax.config.jax_threefry_partitionable:
+        return False
+    return n * d < 2**32 or bool(jax.config.jax_enable_x64)
+
+
+def normal_rows(key: jax.Array, row0, rows: int, n: int, d: int) -> jax.Array:
+    """Rows ``[row0, row0 + rows)`` of ``standard_normal(key, (n, d))`` (float32, ``(rows, d)``),
+    bit for bit, computed alone.
+
+    JAX's partitionable threefry draws entry ``k`` (flat, row-major) of a ``normal(key, shape)``
+    from ``threefry2x32(key, (hi(k), lo(k)))`` only, the two 32-bit words of the counter ``k``;
+    the bits become a uniform on ``(-1, 1)`` by the mantissa trick and a Gaussian by
+    ``sqrt(2) erfinv(u)`` (``jax.random.uniform`` / ``normal``). This is that map restricted to the
+    counters of the block. Requires :func:`_counter_based` (``row0`` may be traced).
+    """
+    from jax.extend.random import threefry2x32_p
+
+    k1, k2 = jax.random.key_data(key)
+    if n * d < 2**32:
+        flat = (jnp.asarray(row0, jnp.uint32) + jnp.arange(rows, dtype=jnp.uint32))[:, None] * jnp.uint32(d) \
+            + jnp.arange(d, dtype=jnp.uint32)[None, :]
+        hi, lo = jnp.zeros_like(flat), flat
+    else:
+        flat = (jnp.asarray(row0, jnp.uint64) + jnp.arange(rows, dtype=jnp.uint64))[:, None] * jnp.uint64(d) \
+            + jnp.arange(d, dtype=jnp.uint64)[None, :]
+        hi, lo = (flat >> jnp.uint64(32)).astype(jnp.uint32), flat.astype(jnp.uint32)
+    b1, b2 = threefry2x32_p.bind(k1, k2, hi, lo)
+    bits = b1 ^ b2
+    # jax.random.uniform(key, shape, float32, minval=nextafter(-1, 0), maxval=1)
+    lo_f = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    hi_f = np.float32(1.0)
+    mantissa = jax.lax.shift_right_logical(bits, jnp.uint32(32 - 23)) | jnp.uint32(np.float32(1.0).view(np.uint32))
+    floats = jax.lax.bitcast_convert_type(mantissa, jnp.float32) - jnp.float32(1.0)
+    u = jnp.maximum(lo_f, floats * (hi_f - lo_f) + lo_f)
+    return jnp.float32(np.sqrt(2)) * jax.lax.erf_inv(u)
+
+
 def sample_inputs(key: jax.Array, problem: GaussianMixture, c: jax.Array, v: jax.Array) -> jax.Array:
-    """Inputs ``x = c v / sqrt(d) + sqrt(Delta) z`` for clusters ``c (n,)``; returns ``(n, d)``."""
-    d = v.shape[0]
-    z = standard_normal(key, (c.shape[0], d), v.dtype)
-    return (c[:, None] * v[None, :]) / jnp.sqrt(d).astype(v.dtype) + jnp.sqrt(problem.delta).astype(v.dtype) * z
+    """Inputs ``x = c v / sqrt(d) + sqrt(Delta) z`` for clusters ``c (n,)``; returns ``(n, d)``.
+
+    ``z = standard_normal(key, (n, d))``. The matrix is filled in row blocks of
+    :func:`block_rows` rows (``lax.fori_loop`` writing into the output), so that generating it
+    takes the data plus one block's temporaries (about 1/16 of the data at most) instead of the
+    random bits, the Gaussians and the ``c v^T`` outer product at full size (2.5x the data in
+    float64, 4x in float32). The Gaussians are bit for bit those of the whole-matrix draw
+    (:func:`normal_rows`); so is ``x`` in the simulator's jitted ``init`` on the CPU (tested),
+    where XLA rounds ``sd z + c v / sqrt(d)`` as one fused multiply-add: the centre term below is
+    written so that XLA makes the same choice. A backend that fuses otherwise may differ in
+    the last bit of ``x``, as the whole-matrix program itself does between eager and jitted
+    runs. Keys for which the blocks cannot be drawn alone (:func:`_counter_based` false) take
+    the whole-matrix draw.
+    """
+    n, d = c.shape[0], v.shape[0]
+    dtype = np.dtype(v.dtype)
+    inv = dtype.type(1) / np.sqrt(np.float64(d)).astype(dtype)  # 1 / sqrt(d): XLA turns "/ sqrt(d)" into this
+    sd = jnp.sqrt(problem.delta).astype(v.dtype)
+    # the barrier keeps XLA from folding 1/sqrt(d) into the constants that made v (another rounding)
+    v_inv = jax.lax.optimization_barrier(v) * inv
+
+    def rows_of(z, cb):
+        # c v / sqrt(d) for c in {+1, -1} is exactly +-(v / sqrt(d)): written as a select, the sum
+        # rounds as the fused whole-matrix program always did (one multiply-add, sd * z + c v / sqrt(d))
+        cb = cb[:, None]
+        centre = jnp.where(cb == 1, v_inv[None, :], jnp.where(cb == -1, -v_inv[None, :], cb * v[None, :] * inv))
+        return sd * z + centre
+
+    if not _counter_based(key, n, d):
+        return rows_of(standard_normal(key, (n, d), v.dtype), c)
+    rows = block_rows(n, d)
+    full, rest = divmod(n, rows)
+
+    def block(i, x):
+        row0 = i * rows
+        z = normal_rows(key, row0, rows, n, d).astype(v.dtype)
+        return jax.lax.dynamic_update_slice(x, rows_of(z, jax.lax.dynamic_slice(c, (row0,), (rows,))), (row0, 0))
+
+    x = jax.lax.fori_loop(0, full, block, jnp.zeros((n, d), v.dtype))
+    if rest:
+        z = normal_rows(key, full * rows, rest, n, d).astype(v.dtype)
+        x = jax.lax.dynamic_update_slice(x, rows_of(z, c[full * rows:]), (full * rows, 0))
+    return x
 
 
 def sample_dataset(key: jax.Array, problem: GaussianMixture, v: jax.Array, n: int) -> Dataset:
