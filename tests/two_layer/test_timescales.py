@@ -13,6 +13,7 @@ import sgdlab  # noqa: F401
 from sgdlab.two_layer.problem import SingleIndex, hermite_coefficients, mehler_risk_per_degree, sampled_risk
 from sgdlab.two_layer import committee_ode as co
 from sgdlab.two_layer import flow as tl
+from sgdlab.two_layer import reduced as rd
 from sgdlab.two_layer.analysis import detect_plateaus, fit_power_law, half_learning_times
 
 
@@ -87,10 +88,10 @@ def test_degree_one_closed_form_matches_reduced_dynamics():
     errs = []
     for eps in (1e-4, 1e-6):
         t = np.logspace(np.log10(eps) - 2, np.log10(30 * np.sqrt(eps)), 241)
-        obs, _, ok = tl.solve_reduced(p, a0, jnp.zeros(m), eps, jnp.asarray(t))
+        obs, _, ok, _ = rd.solve_reduced(p, a0, jnp.zeros(m), eps, jnp.asarray(t))
         assert bool(ok)
         t1 = half_learning_times(t, np.asarray(obs.M), np.array(p.phi), np.array(p.sigma))[1]
-        errs.append(abs(t1 / tl.degree_one_time(p, np.asarray(a0), np.zeros(m), eps) - 1))
+        errs.append(abs(t1 / rd.degree_one_time(p, np.asarray(a0), np.zeros(m), eps) - 1))
     # corrections are O(eps^{1/4}) relative: measured error must shrink by ~10^{1/2} from 1e-4 to 1e-6
     assert errs[1] < 0.1 and errs[1] < errs[0] / 2, errs
 
@@ -103,7 +104,7 @@ def test_information_exponent_two_escape_time_grows_like_log_d():
     for d in ds:
         s0 = d**-0.5
         t = np.concatenate([[0.0], np.logspace(-2, 2, 400)])
-        obs, _, ok = tl.solve_population_flow(p, jnp.ones(1) * a, jnp.asarray([s0]), jnp.ones((1, 1)), 1.0, jnp.asarray(t), train_second_layer=False)
+        obs, _, ok, _ = tl.solve_population_flow(p, jnp.ones(1) * a, jnp.asarray([s0]), jnp.ones((1, 1)), 1.0, jnp.asarray(t), train_second_layer=False)
         s = np.asarray(obs.s)[:, 0]
         times.append(np.interp(0.5, s, t))
         assert abs(times[-1] - tl.overlap_escape_time(p, a, s0)) < 1e-2 * times[-1]

@@ -15,6 +15,7 @@ from sgdlab.two_layer.sgd import finite_data_sgd, online_sgd, sgd_init
 from sgdlab.two_layer.problem import SingleIndex
 from sgdlab.two_layer import committee_ode as co
 from sgdlab.two_layer import flow as tl
+from sgdlab.two_layer import reduced as rd
 from sgdlab.two_layer.analysis import detect_plateaus, fit_power_law, half_learning_times
 
 P123 = SingleIndex(phi=(0, 1, 1, 1), sigma=(0, 1, 1, 1))  # phi = sigma = h1 + h2 + h3
@@ -44,7 +45,7 @@ T_A = np.linspace(0.01, 0.6, 41)
 
 def _flow(m, s0, G0, eps=EPS_A, t=T_A):
     a0 = jnp.asarray(tl.initial_second_layer(m, 1.0))
-    return tl.solve_population_flow(P123, a0, s0, G0, eps, jnp.asarray(t), solver="tsit5")
+    return tl.solve_population_flow(P123, a0, s0, G0, eps, jnp.asarray(t), solver="tsit5")[:3]  # vmappable: no solver name
 
 
 @pytest.mark.slow  # 9-45 s on 2 loaded cores (12 vmapped flow solves + compile; 9 s measured last)
@@ -76,7 +77,7 @@ def _rk4(problem, reduced, y0, eps, ts, n_sub=10):
     2-5 s for a diffrax solve on this machine) where the system is not stiff (eps >= 0.02 here);
     it agrees with solve_population_flow(..., solver="tsit5") to 2e-8 in M (m = 32, 64, T_A)."""
     if reduced:
-        vf, obs = (lambda y: tl.reduced_vector_field(problem, eps, y)), (lambda y: tl._reduced_observables(problem, y))  # noqa: E731
+        vf, obs = (lambda y: rd.reduced_vector_field(problem, eps, y)), (lambda y: rd._reduced_observables(problem, y))  # noqa: E731
     else:
         vf, obs = (lambda y: tl.population_flow_vector_field(problem, eps, y)), (lambda y: tl._flow_observables(problem, y))  # noqa: E731
 
@@ -120,7 +121,7 @@ def test_flow_vs_reduced_with_library_solvers():
     t1_red, t1_flow = [], []
     for m in (32, 64):
         a0 = jnp.asarray(tl.initial_second_layer(m, 1.0))
-        red, _, ok = tl.solve_reduced(P123, a0, jnp.zeros(m), EPS_A, jnp.asarray(T_A), solver="tsit5")
+        red, _, ok, _ = rd.solve_reduced(P123, a0, jnp.zeros(m), EPS_A, jnp.asarray(T_A), solver="tsit5")
         fl, _, ok2 = _flow(m, jnp.zeros(m), jnp.eye(m))
         assert bool(ok) and bool(ok2)
         t1_red.append(_t1(T_A, red.M))
@@ -176,7 +177,8 @@ def test_online_sgd_approaches_population_flow_as_step_shrinks():
 # ---------------------------------------------------------------------------------------------
 # (b) BMZ staircase and eps exponents of the reduced dynamics
 # ---------------------------------------------------------------------------------------------
-# Measured with m = 32 quantile particles (a0 uniform on [-1, 1], s0 = 0), P123, Kvaerno5:
+# Measured with m = 32 quantile particles (a0 uniform on [-1, 1], s0 = 0), P123, Kvaerno5 (the default
+# solver "auto" runs Tsit5 here and gives the same t_l to 1e-5: tests/two_layer/test_solvers.py):
 #   eps     t_1        t_1 closed form  t_2        plateau after degree 1 (pred 1.0)
 #   1e-6    4.687e-3   4.697e-3         2.016e-2   none (merged with the degree-2 drop)
 #   1e-8    5.844e-4   5.848e-4         6.881e-3   0.9895
@@ -196,9 +198,9 @@ def _reduced_scan(eps_list, t_of_eps, n_t=300, max_steps=30_000, require_success
     out = []
     for eps in eps_list:
         t = t_of_eps(eps, n_t)
-        obs, _, ok = tl.solve_reduced(P123, a0, jnp.zeros(M_B), eps, jnp.asarray(t), max_steps=max_steps)
+        obs, _, ok, _ = rd.solve_reduced(P123, a0, jnp.zeros(M_B), eps, jnp.asarray(t), max_steps=max_steps)
         assert bool(ok) or not require_success, eps
-        out.append((eps, t, obs, tl.degree_one_time(P123, np.asarray(a0), np.zeros(M_B), eps)))
+        out.append((eps, t, obs, rd.degree_one_time(P123, np.asarray(a0), np.zeros(M_B), eps)))
     return out
 
 

@@ -73,7 +73,7 @@ def example_dir() -> Path:
         ({"sgd": {"eta": 1e-4}, "dynamics": {"eps": 0.5, "t_max": 5e-5}}, r"sgd\.eta=0\.0001 must be < dynamics\.t_max"),
         ({"sgd": {"dt": 1e-4}}, r"sgd\.dt: unknown key"),  # renamed to sgd.eta, no alias
         ({"sgd": {"batch": 0}}, r"sgd\.batch: Input should be greater than or equal to 1"),
-        ({"reduced": {"solver": "euler"}}, r"reduced\.solver: Input should be 'kvaerno5' or 'tsit5'"),
+        ({"reduced": {"solver": "euler"}}, r"reduced\.solver: Input should be 'auto', 'tsit5' or 'kvaerno5'"),
         ({"scan": {"eps": [1e-3, 1e-4]}}, r"scan\.eps: .*needs >= 3 values"),
         ({"scan": {"eps": [1e-3, 1e-4, 1.5]}}, r"scan\.eps: .*must lie in \(0, 1\)"),
         ({"scan": {"d": [1, 100]}}, r"scan\.d: .*must be >= 2"),

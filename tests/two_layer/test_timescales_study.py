@@ -34,7 +34,7 @@ CHEAP = {
 
 def test_figures_and_table_from_the_store(tmp_path):
     cfg = copy.deepcopy(CHEAP)
-    cfg["flow"] = {"m": 4, "seeds": 2, "d": 10_000}
+    cfg["flow"] = {"m": 4, "seeds": 2, "d": 10_000, "solver": "tsit5"}  # the compiled solver of the step-budget test below
     cfg["scan"] = {"eps": [1e-2, 2e-2, 4e-2], "t_max": 0.5, "d": [100, 10_000]}
     ds = run(cfg)
     assert ds.attrs["study"] == "two_layer" and ds.attrs["config_hash"] == load_config(cfg).config_hash()
@@ -73,8 +73,9 @@ def test_in_run_scans_cannot_be_sweep_axes():
 @pytest.mark.parametrize(
     "section,expect",
     [
-        ({"reduced": {"m": 8, "solver": "tsit5"}}, r"reduced dynamics: .*dynamics\.max_steps=50000 .*raise dynamics\.max_steps.*kvaerno5"),
-        ({"reduced": {"enabled": False}, "flow": {"m": 4, "seeds": 2, "d": 10_000}}, r"finite-d flow \(d = 10000\) \(seed 0\): .*dynamics\.max_steps=50000"),
+        ({"reduced": {"m": 8, "solver": "tsit5"}}, r"reduced dynamics: .*dynamics\.max_steps=50000 .*raise dynamics\.max_steps.*reduced\.solver = \"auto\""),
+        ({"reduced": {"enabled": False}, "flow": {"m": 4, "seeds": 2, "d": 10_000, "solver": "tsit5"}},
+         r"finite-d flow \(d = 10000\) \(seed 0\): .*dynamics\.max_steps=50000"),
     ],
 )
 def test_exhausted_step_budget_is_a_clear_error(section, expect):
@@ -100,7 +101,7 @@ def _sgdlab_imports(path: Path) -> set[str]:
 
 def test_theory_and_simulator_never_import_each_other():
     tw = "sgdlab.two_layer"
-    theory = ("flow", "committee_ode", "analysis")
+    theory = ("flow", "reduced", "committee_ode", "analysis")
     imports = {p.stem: _sgdlab_imports(p) for p in WING.glob("*.py")}
     for mod in theory:
         assert f"{tw}.sgd" not in imports[mod], mod

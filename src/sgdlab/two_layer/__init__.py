@@ -15,7 +15,7 @@ Quick use::
     ds.t_half.to_pandas(); figures(ds)[""].savefig("staircase.png")
 
 Layers: :mod:`~sgdlab.two_layer.problem` (the model, Hermite/Mehler maths) under the theory
-(:mod:`~sgdlab.two_layer.flow`, :mod:`~sgdlab.two_layer.committee_ode`,
+(:mod:`~sgdlab.two_layer.flow`, :mod:`~sgdlab.two_layer.reduced`, :mod:`~sgdlab.two_layer.committee_ode`,
 :mod:`~sgdlab.two_layer.analysis`) and the simulator (:mod:`~sgdlab.two_layer.sgd`), which never
 import each other; :mod:`~sgdlab.two_layer.experiment` puts them side by side.
 """
@@ -32,10 +32,11 @@ _WHERE = {
     "load_config": "config",
     "SingleIndex": "problem",
     "hermite_coefficients": "problem",
+    "hermite_projection": "problem",
     "solve_population_flow": "flow",
-    "solve_reduced": "flow",
+    "solve_reduced": "reduced",
     "flow_from_random_starts": "flow",
-    "degree_one_time": "flow",
+    "degree_one_time": "reduced",
     "online_sgd": "sgd",
     "finite_data_sgd": "sgd",
     "solve_committee": "committee_ode",

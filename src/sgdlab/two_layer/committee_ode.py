@@ -118,18 +118,50 @@ def committee_vector_field(state: CommitteeState, params: CommitteeParams, secon
     return CommitteeState(dQ, dR, dv)
 
 
+#: save points per compiled solve: ``alphas`` of any length are solved in chunks of this many
+#: (the last padded with copies of its final time), so one compiled program serves every grid
+SAVE_CHUNK = 256
+
+
 @partial(jax.jit, static_argnames=("second_order",))
-def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas: jax.Array, second_order: bool = True, rtol=1e-9, atol=1e-11):
-    """Integrate the committee ODEs (``Dopri5``, adaptive) and save ``(state, eps_g)`` at
-    ``alphas`` ``(n,)`` (``alphas[0] >= 0``): ``CommitteeState`` with a leading ``(n,)`` axis and
-    ``eps_g`` ``(n,)``."""
+def _committee_chunk(state0: CommitteeState, params: CommitteeParams, t0, alphas, second_order: bool, rtol, atol):
+    """One Dopri5 solve from ``(t0, state0)`` saved at ``alphas`` ``(SAVE_CHUNK,)``: ``(states, eps_g)``."""
     term = diffrax.ODETerm(lambda t, y, args: committee_vector_field(y, params, second_order))
     sol = diffrax.diffeqsolve(
-        term, diffrax.Dopri5(), t0=0.0, t1=alphas[-1], dt0=None, y0=state0,
+        term, diffrax.Dopri5(), t0=t0, t1=alphas[-1], dt0=None, y0=state0,
         saveat=diffrax.SaveAt(ts=alphas), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=1_000_000,
     )
     eg = jax.vmap(lambda Q, R, v: generalisation_error(CommitteeState(Q, R, v), params))(*sol.ys)
     return sol.ys, eg
+
+
+def _float64(tree):
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, np.float64)), tree)
+
+
+def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, second_order: bool = True, rtol=1e-9, atol=1e-11):
+    """Integrate the committee ODEs (``Dopri5``, adaptive) and save ``(state, eps_g)`` at
+    ``alphas`` ``(n,)`` (increasing, ``alphas[0] >= 0``; concrete values, not traced):
+    ``CommitteeState`` with a leading ``(n,)`` axis and ``eps_g`` ``(n,)``.
+
+    Compiled once per ``second_order`` for any ``n`` and any ``params`` of the same shapes: the
+    grid is solved in chunks of :data:`SAVE_CHUNK` save points (each chunk starts from the state
+    saved at the end of the previous one), the last chunk padded with copies of its final time."""
+    alphas = np.asarray(alphas, np.float64)
+    n = alphas.shape[0]
+    if alphas.ndim != 1 or n == 0 or alphas[0] < 0 or np.any(np.diff(alphas) < 0):
+        raise ValueError(f"alphas must be a non-empty increasing 1-d grid from alpha >= 0 (got shape {alphas.shape})")
+    state, params = _float64(state0), _float64(params)
+    t0, rtol, atol = (jnp.asarray(np.float64(x)) for x in (0.0, rtol, atol))
+    states, egs = [], []
+    for start in range(0, n, SAVE_CHUNK):
+        chunk = alphas[start:start + SAVE_CHUNK]
+        padded = np.concatenate([chunk, np.full(SAVE_CHUNK - len(chunk), chunk[-1])])
+        ys, eg = _committee_chunk(state, params, t0, jnp.asarray(padded), second_order, rtol, atol)
+        states.append(jax.tree.map(lambda x: x[: len(chunk)], ys))
+        egs.append(eg[: len(chunk)])
+        state, t0 = jax.tree.map(lambda x: x[len(chunk) - 1], ys), jnp.asarray(chunk[-1])
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states), jnp.concatenate(egs)
 
 
 def symmetric_plateau(K: int) -> dict[str, float]:

@@ -3,7 +3,7 @@
 TOML layout (``sgdlab timescales CONFIG.toml``; every key documented in docs/timescales.md)::
 
     name, description, seed
-    [problem]   target, activation (names or Hermite coefficients), degree
+    [problem]   degree, target, activation (Hermite coefficients, names, 'module:function' or callables)
     [dynamics]  eps, train_second_layer, a_scale, a_law, t_min, t_max, n_times, rtol, atol, max_steps
     [flow]      enabled, d, m, seeds, solver
     [sgd]       enabled, d, m, seeds, eta, batch
@@ -13,19 +13,23 @@ TOML layout (``sgdlab timescales CONFIG.toml``; every key documented in docs/tim
 
 ``eps`` is the ratio of the first- to the second-layer learning rate (BMZ's ``epsilon``), ``eta``
 the step of online SGD (first layer ``eta``, second layer ``eta / eps``; time ``t = k eta``).
-Every error is a :class:`~sgdlab.core.errors.ConfigError` naming the full key.
+Every error is a :class:`~sgdlab.core.errors.ConfigError` naming the full key, raised before any
+computation; so is a run whose largest arrays would not fit in the memory available now
+(:meth:`TimescalesConfig.memory_estimates`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 from sgdlab.core.config import ExperimentConfig, Section, validate_config
-from sgdlab.two_layer.problem import NAMED_FUNCTIONS, SingleIndex, hermite_coefficients
+from sgdlab.core.functions import FunctionError, check_traceable, is_import_string, resolve, spec_of
+from sgdlab.core.memory import memory_problem
+from sgdlab.two_layer.problem import NAMED_FUNCTIONS, Projection, SingleIndex, hermite_projection
 
 __all__ = ["TSDynamics", "TSFlow", "TSProblem", "TSReduced", "TSScan", "TSSGD", "TimescalesConfig", "load_config", "log_grid"]
 
@@ -35,19 +39,52 @@ def log_grid(t_min: float, t_max: float, n: int) -> np.ndarray:
     return np.logspace(np.log10(t_min), np.log10(t_max), n)
 
 
-class TSProblem(Section):
-    """``[problem]``: target ``phi`` and activation ``sigma`` (a name or Hermite coefficients)."""
+#: truncation errors ``||f - P_K f|| / ||f||`` above this are flagged in the table (and the attrs)
+TRUNCATION_WARN = 1e-3
+#: ... and above this refused: the degree-K polynomial would be another function
+TRUNCATION_REFUSE = 0.25
+FunctionSpec = str | list[float] | Callable[..., Any]
 
-    target: str | list[float] = Field([0.0, 1.0, 1.0, 1.0], description="name (relu, tanh, erf, ...) or coefficients phi_0..phi_K")
-    activation: str | list[float] = Field([0.0, 1.0, 1.0, 1.0], description="name or coefficients sigma_0..sigma_K")
-    degree: int = Field(3, ge=1, le=8, description="Hermite truncation K (named functions are projected on 0..K), in [1, 8]")
+
+class TSProblem(Section):
+    """``[problem]``: target ``phi`` and activation ``sigma``, each a built-in name, a list of
+    Hermite coefficients, a ``"package.module:function"`` import string (TOML) or a JAX-traceable
+    callable (Python); functions are projected on degrees ``0..degree``
+    (:func:`~sgdlab.two_layer.problem.hermite_projection`)."""
+
+    degree: int = Field(3, ge=1, le=8, description="Hermite truncation K (functions are projected on 0..K), in [1, 8]")
+    target: FunctionSpec = Field([0.0, 1.0, 1.0, 1.0], description="coefficients phi_0..phi_K, a name (relu, tanh, erf, ...), 'module:function' or a callable")
+    activation: FunctionSpec = Field([0.0, 1.0, 1.0, 1.0], description="coefficients sigma_0..sigma_K, a name, 'module:function' or a callable")
 
     @field_validator("target", "activation")
     @classmethod
-    def _known(cls, v):
-        if isinstance(v, str) and v not in NAMED_FUNCTIONS:
-            raise ValueError(f"unknown function {v!r}; use one of {sorted(NAMED_FUNCTIONS)} or a list of Hermite coefficients")
+    def _function(cls, v, info: ValidationInfo):
+        if isinstance(v, list):
+            return v
+        key = f"problem.{info.field_name}"
+        if isinstance(v, str) and v not in NAMED_FUNCTIONS and not is_import_string(v) and not v.startswith("<python:"):
+            raise ValueError(f"unknown function {v!r}; use one of {sorted(NAMED_FUNCTIONS)}, a 'package.module:function' "
+                             "import string or a list of Hermite coefficients")
+        try:
+            fn = _function_of(v, key)
+            if not isinstance(fn, str):  # elementwise on a vector and on a scalar (the quadrature's calls)
+                check_traceable(fn, (np.zeros(5),), key=key)
+                check_traceable(fn, (np.zeros(()),), key=key)
+            if "degree" in info.data:  # the truncation error at this degree (quadrature, cached)
+                proj = hermite_projection(fn, info.data["degree"])
+        except FunctionError as err:
+            raise ValueError(_without_key(str(err), key, v)) from None
+        if "degree" in info.data and proj.relative > TRUNCATION_REFUSE:
+            raise ValueError(
+                f"projected on Hermite degrees 0..{info.data['degree']} it leaves ||f - P f|| = {proj.remainder:.3g}, "
+                f"{proj.relative:.1%} of ||f|| = {proj.norm:.3g} (more than {TRUNCATION_REFUSE:.0%}): raise problem.degree "
+                "(at most 8) or give the Hermite coefficients as a list")
         return v
+
+    @field_serializer("target", "activation")
+    def _spec(self, v):
+        """A callable is stored as its import string (``<python:NAME>`` if it cannot be imported)."""
+        return spec_of(v) if callable(v) else v
 
     @model_validator(mode="after")
     def _check(self):
@@ -59,16 +96,44 @@ class TSProblem(Section):
                 raise ValueError(f"problem.{key} coefficients are all zero")
         return self
 
-    def to_problem(self) -> SingleIndex:
-        """The hashable :class:`~sgdlab.two_layer.problem.SingleIndex` (named functions
-        projected on degrees ``0..degree`` by quadrature)."""
+    def projections(self) -> dict[str, Projection]:
+        """``{"target": Projection, "activation": Projection}`` for the keys given as functions
+        (names, import strings, callables); coefficient lists are exact and not listed."""
+        out = {}
+        for key in ("target", "activation"):
+            v = getattr(self, key)
+            if not isinstance(v, list):
+                out[key] = hermite_projection(_function_of(v, f"problem.{key}"), self.degree)
+        return out
 
-        def coef(x):
-            if isinstance(x, str):
-                return tuple(float(c) for c in hermite_coefficients(x, self.degree))
+    def to_problem(self) -> SingleIndex:
+        """The hashable :class:`~sgdlab.two_layer.problem.SingleIndex` (functions projected on
+        degrees ``0..degree`` by quadrature)."""
+        proj = self.projections()
+
+        def coef(key):
+            x = getattr(self, key)
+            if key in proj:
+                return tuple(float(c) for c in proj[key].coefficients)
             return tuple(float(c) for c in x) + (0.0,) * (self.degree + 1 - len(x))
 
-        return SingleIndex(phi=coef(self.target), sigma=coef(self.activation))
+        return SingleIndex(phi=coef("target"), sigma=coef("activation"))
+
+
+def _function_of(value, key: str):
+    """A built-in name as it is (:func:`hermite_projection` knows its kinks), anything else resolved
+    to its callable (:func:`sgdlab.core.functions.resolve`)."""
+    if isinstance(value, str) and value in NAMED_FUNCTIONS:
+        return value
+    return resolve(value, key=key, builtins=NAMED_FUNCTIONS)
+
+
+def _without_key(message: str, key: str, value) -> str:
+    """A :class:`FunctionError` message without its leading ``key`` (the config error adds it)."""
+    for prefix in (f"{key} = {value!r}: ", f"{key} = {value!r} ", f"{key}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
 
 
 class TSDynamics(Section):
@@ -104,7 +169,7 @@ class TSFlow(Section):
     d: int = Field(100_000, ge=2, le=10**18, description="dimension, in [2, 1e18] (its cost does not depend on d)")
     m: int = Field(64, ge=1, le=256, description="neurons, in [1, 256]")
     seeds: int = Field(2, ge=1, le=64, description="random first-layer initialisations, in [1, 64]")
-    solver: Literal["tsit5", "kvaerno5"] = Field("tsit5", description="tsit5 (explicit, O(t_max/eps) steps) or kvaerno5 (implicit, dense (m^2)-Jacobian: m <= 24)")
+    solver: Literal["auto", "tsit5", "kvaerno5"] = Field("auto", description="auto (tsit5; kvaerno5 if m <= 24 and tsit5 runs out of its budget), tsit5 (explicit) or kvaerno5 (implicit, dense (m^2)-Jacobian: m <= 24)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -128,8 +193,8 @@ class TSReduced(Section):
     """``[reduced]``: the reduced ``(a, s)`` dynamics with ``m`` particles (deterministic quantiles)."""
 
     enabled: bool = True
-    m: int = Field(64, ge=2, le=512, description="particles, in [2, 512] (implicit solver: cost ~ m^3 per step)")
-    solver: Literal["kvaerno5", "tsit5"] = Field("kvaerno5", description="kvaerno5 (implicit, stiff: any eps) or tsit5 (explicit: O(t_max/eps) steps, eps >~ 1e-3)")
+    m: int = Field(64, ge=2, le=512, description="particles, in [2, 512]")
+    solver: Literal["auto", "tsit5", "kvaerno5"] = Field("auto", description="auto (tsit5 unless stiff: then kvaerno5), tsit5 (explicit) or kvaerno5 (implicit, cost ~ m^3 per step)")
 
 
 class TSScan(Section):
@@ -189,7 +254,45 @@ class TimescalesConfig(ExperimentConfig):
             raise ValueError(f"sgd.eta={self.sgd.eta} must be < dynamics.t_max={self.dynamics.t_max}")
         if not (self.flow.enabled or self.sgd.enabled or self.reduced.enabled):
             raise ValueError("enable at least one of flow, sgd, reduced")
+        for need, what, keys in self.memory_estimates():
+            why = memory_problem(need, what, keys)
+            if why is not None:
+                raise ValueError(why)
         return self
+
+    def memory_estimates(self) -> list[tuple[float, str, str]]:
+        """``(bytes, what, keys)`` of the largest arrays of every enabled part (they run one after
+        the other), float64. Online SGD, all seeds at once (vmapped): per seed ``u``, its gradient
+        and two update temporaries (``4 m d``), the batch and its features (``2 B d + 3 B m``) and
+        the Mehler risk's ``(m, m, K+1)`` powers of the Gram matrix. Flow, all seeds at once: those
+        powers, ~20 copies of the ``m^2 + 2m`` state (solver stages, error estimate, interpolation),
+        the saved ``(n_t, 2m + 2K + 2)`` observables twice (the solver's buffer, ``n_t`` padded to a
+        power of two, and the result), the initial ``m x d`` vectors when ``d <= m + 1000`` and, for
+        the implicit solver (``m <= 24``), 8 copies of its Jacobian. Reduced: the saved observables
+        twice and 8 copies of the ``(2m)^2`` Jacobian. Checked against XLA's memory analysis of the
+        compiled programs (tests/two_layer/test_run_fuzz.py): 1.2-2x above it."""
+        K, out = self.problem.degree, []
+        bucket = lambda n: max(16, 1 << (int(n) - 1).bit_length())  # noqa: E731  (flow.padded_times)
+        if self.sgd.enabled:
+            g = self.sgd
+            per_seed = 4 * g.m * g.d + 2 * g.batch * g.d + 3 * g.batch * g.m + (K + 3) * g.m**2
+            out.append((8.0 * g.seeds * per_seed, f"online SGD ({g.seeds} seeds x m = {g.m} x d = {g.d})",
+                        "sgd.seeds, sgd.m, sgd.d or sgd.batch"))
+        if self.flow.enabled:
+            f = self.flow
+            n = f.m * f.m + 2 * f.m
+            saved = 2 * bucket(self.dynamics.n_times) * (2 * f.m + 2 * K + 2)
+            per_seed = (K + 3) * f.m**2 + 20 * n + saved + (8 * n * n if f.m <= 24 and f.solver != "tsit5" else 0)
+            d_max = max([f.d, *self.scan.d])
+            per_seed += f.m * d_max if d_max <= f.m + 1000 else 0
+            out.append((8.0 * f.seeds * per_seed, f"the finite-d flow ({f.seeds} seeds x m = {f.m}, {self.dynamics.n_times} times)",
+                        "flow.seeds, flow.m or dynamics.n_times"))
+        if self.reduced.enabled or self.scan.eps:
+            r = self.reduced
+            saved = 2 * bucket(max(self.dynamics.n_times, self.scan.n_times or 0)) * (2 * r.m + 2 * K + 2)
+            out.append((8.0 * (saved + 8 * (2 * r.m) ** 2), f"the reduced dynamics (m = {r.m})",
+                        "reduced.m, dynamics.n_times or scan.n_times"))
+        return out
 
 
 def default_config_path() -> Path:

@@ -11,7 +11,7 @@ log-spaced time grid ``t``:
 - ``method="sim"``: online SGD with fresh Gaussian samples
   (:func:`sgdlab.two_layer.sgd.online_sgd`), vmapped over seeds, step ``eta``, time ``t = k eta``;
 - ``method="reduced"``: the reduced ``(a, s)`` particle dynamics (``d = inf``, ``m`` particles at
-  the deterministic quantiles of the initial law of ``a``; :func:`sgdlab.two_layer.flow.solve_reduced`).
+  the deterministic quantiles of the initial law of ``a``; :func:`sgdlab.two_layer.reduced.solve_reduced`).
 
 and analyses the risk curves with :mod:`sgdlab.two_layer.analysis` (plateau detection, half-learning
 times, carrier fraction). The ``[scan]`` axes (:mod:`sgdlab.two_layer.scans`) feed the study's own
@@ -45,7 +45,8 @@ from sgdlab.two_layer import flow as tl
 from sgdlab.two_layer.analysis import carrier_fraction, detect_plateaus, half_learning_times, match_plateaus
 from sgdlab.two_layer.config import TimescalesConfig, load_config
 from sgdlab.two_layer.problem import SingleIndex
-from sgdlab.two_layer.scans import check_solved, d_scan, eps_scan
+from sgdlab.two_layer.reduced import solve_reduced
+from sgdlab.two_layer.scans import check_finite, check_solved, d_scan, eps_scan
 from sgdlab.two_layer.sgd import online_sgd
 
 __all__ = ["METHODS", "STUDY_NAME", "run", "sgd_on_grid"]
@@ -93,10 +94,13 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
       ``scan.d``: those of :func:`~sgdlab.two_layer.scans.d_scan`.
 
     Attrs: the standard ones (:func:`sgdlab.core.provenance.provenance`, study ``two_layer``),
-    ``eps``, ``elapsed_s``, ``elapsed_by_method`` (JSON). ``progress(done, total)`` is called after
-    each method and each scan run. Raises :class:`~sgdlab.core.errors.NonFiniteError` naming the
+    ``eps``, ``elapsed_s``, ``elapsed_by_method`` (JSON), ``solvers`` (JSON: the ODE solver that
+    ``solver = "auto"`` chose for the flow and the reduced dynamics) and ``truncation_error``
+    (JSON: for ``problem.target`` / ``problem.activation`` given as functions, the Hermite
+    projection's ``norm`` ``||f||``, ``remainder`` ``||f - P_K f||`` and ``relative``).
+    ``progress(done, total)`` is called after each method and each scan run. Raises :class:`~sgdlab.core.errors.NonFiniteError` naming the
     key to change if the flow or the reduced dynamics fails (step budget ``dynamics.max_steps`` or
-    non-finite values).
+    non-finite values) or online SGD's risk becomes non-finite (seed and time named).
     """
     cfg = load_config(config)
     start = time.perf_counter()
@@ -112,6 +116,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
     M = np.full((len(methods), seeds, len(t), K + 1), np.nan)
     Rk = np.full_like(M, np.nan)
     elapsed: dict[str, float] = {}
+    solvers: dict[str, str] = {}
     reduced_obs = None
 
     def tick():
@@ -125,24 +130,28 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
         if method == "flow":
             f = cfg.flow
             a0 = tl.initial_second_layer(f.m, dyn.a_scale, dyn.a_law)
-            obs, n, ok = tl.flow_from_random_starts(prob, jax.random.fold_in(key, 1), a0, f.m, f.d, f.seeds, dyn.eps, t,
-                                                    dyn.train_second_layer, dyn.rtol, dyn.atol, f.solver, dyn.max_steps)
-            check_solved(f"finite-d flow (d = {f.d})", obs.risk, ok, n, t, dyn.max_steps, "lower dynamics.t_max or flow.m")
-            M[i, : f.seeds], Rk[i, : f.seeds] = np.asarray(obs.M), np.asarray(obs.risk)
+            sol = tl.flow_from_random_starts(prob, jax.random.fold_in(key, 1), a0, f.m, f.d, f.seeds, dyn.eps, t,
+                                             dyn.train_second_layer, dyn.rtol, dyn.atol, f.solver, dyn.max_steps)
+            check_solved(f"finite-d flow (d = {f.d})", sol.obs.risk, sol.success, sol.num_steps, t, dyn.max_steps,
+                         "lower dynamics.t_max or flow.m")
+            M[i, : f.seeds], Rk[i, : f.seeds] = np.asarray(sol.obs.M), np.asarray(sol.obs.risk)
+            solvers[method] = sol.solver
         elif method == "sim":
             g = cfg.sgd
             a0 = tl.initial_second_layer(g.m, dyn.a_scale, dyn.a_law)
             Ms, Rs = sgd_on_grid(prob, jax.random.fold_in(key, 2), a0, g.d, dyn.eps, g.eta, t, g.seeds, g.batch, dyn.train_second_layer)
+            check_finite(f"online SGD (d = {g.d})", Rs, t, "lower sgd.eta (the second-layer step is sgd.eta / dynamics.eps) or raise sgd.batch")
             M[i, : g.seeds], Rk[i, : g.seeds] = Ms, Rs
         else:
             r = cfg.reduced
             a0 = jnp.asarray(tl.initial_second_layer(r.m, dyn.a_scale, dyn.a_law))
-            obs, n, ok = tl.solve_reduced(prob, a0, jnp.zeros(r.m), dyn.eps, jnp.asarray(t), dyn.train_second_layer,
-                                          dyn.rtol, dyn.atol, r.solver, dyn.max_steps)
-            fix = "lower dynamics.t_max" + (", or use reduced.solver = \"kvaerno5\" (stiff at small eps)" if r.solver == "tsit5" else "")
-            check_solved("reduced dynamics", obs.risk, ok, n, t, dyn.max_steps, fix)
-            reduced_obs = obs
-            M[i, 0], Rk[i, 0] = np.asarray(obs.M), np.asarray(obs.risk)
+            sol = solve_reduced(prob, a0, jnp.zeros(r.m), dyn.eps, jnp.asarray(t), dyn.train_second_layer,
+                                dyn.rtol, dyn.atol, r.solver, dyn.max_steps)
+            fix = "lower dynamics.t_max" + (", or use reduced.solver = \"auto\" (stiff at small eps)" if r.solver == "tsit5" else "")
+            check_solved("reduced dynamics", sol.obs.risk, sol.success, sol.num_steps, t, dyn.max_steps, fix)
+            reduced_obs = sol.obs
+            M[i, 0], Rk[i, 0] = np.asarray(sol.obs.M), np.asarray(sol.obs.risk)
+            solvers[method] = sol.solver
         elapsed[method] = time.perf_counter() - t0
         tick()
 
@@ -183,6 +192,9 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
         "eps": float(dyn.eps),
         "elapsed_s": float(time.perf_counter() - start),
         "elapsed_by_method": json.dumps({k: round(v, 2) for k, v in elapsed.items()}),
+        "solvers": json.dumps(solvers),
+        "truncation_error": json.dumps({k: {"norm": p.norm, "remainder": p.remainder, "relative": p.relative}
+                                        for k, p in cfg.problem.projections().items()}),
     }
     return ds
 

@@ -1,4 +1,5 @@
-"""Population gradient flow of wide two-layer networks on single-index targets (BMZ).
+"""Population gradient flow of wide two-layer networks on single-index targets (BMZ), and the
+ODE driver shared with the reduced dynamics (:mod:`sgdlab.two_layer.reduced`).
 
 Berthier, Montanari & Zhou, "Learning time-scales in two-layers neural networks", FoCM 2024.
 Problem, conventions and the Mehler risk: :mod:`sgdlab.two_layer.problem`.
@@ -6,10 +7,6 @@ Problem, conventions and the Mehler risk: :mod:`sgdlab.two_layer.problem`.
 Dynamics (BMZ eq. (2.4)), two learning rates with ratio ``eps`` and mean-field scaling::
 
     eps da_i/dt = -m dR/da_i,      du_i/dt = -m (I - u_i u_i^T) grad_{u_i} R.
-
-Three solvers, all pure functions of (problem, initial state, eps, time grid), float64, integrated
-with diffrax (implicit ``Kvaerno5`` by default: the system is singularly perturbed, ``eps``
-multiplies ``da/dt``):
 
 * :func:`solve_population_flow` -- the *exact* finite-``d`` flow. The velocity of ``u_i`` lies in
   ``span(theta*, u_1..u_m)``, so the overlaps ``s = U theta*`` and ``G = U U^T`` obey a *closed*
@@ -24,25 +21,32 @@ multiplies ``da/dt``):
       eps a'  = V(s) - (1/m) U(G) a.
 
 * :func:`flow_from_random_starts` -- that flow from random first layers, vmapped over seeds.
-
 * :func:`random_overlaps_wishart` -- initial overlaps of random unit vectors in ``R^d`` in ``O(m^2)``,
   independent of ``d`` (so ``d >> 1/eps`` costs nothing).
+* :func:`overlap_escape_time` -- the single-neuron escape time (Ben Arous, Gheissari & Jagannath
+  2021), used to check the ``log d`` law for information exponent 2.
 
-* :func:`solve_reduced` -- the reduced ``(a, s)`` particle dynamics (``d = inf``, then the
-  ``m -> inf`` law approximated by ``m`` particles; spec 05 / BMZ eq. (3.2))::
-
-      eps a_i' = sum_k sigma_k s_i^k r_k,   s_i' = (1 - s_i^2) a_i sum_{k>=1} k sigma_k s_i^{k-1} r_k,
-      r_k = phi_k - sigma_k M_k,  M_k = (1/m) sum_j a_j s_j^k,  R = (1/2) sum_k r_k^2.
-
-* :func:`degree_one_time` -- the closed-form degree-1 learning time (derived here, see its
-  docstring) and :func:`overlap_escape_time` -- the single-neuron escape time (Ben Arous,
-  Gheissari & Jagannath 2021), used to check the ``log d`` law for information exponent 2.
+**The ODE driver** (:func:`solve_ode`): diffrax, float64, adaptive steps (PID controller), the
+observables saved on a time grid padded to a bucket size (:func:`padded_times`: grids of 65 to
+128 times share one compiled solver). Solvers: ``"tsit5"`` (explicit), ``"kvaerno5"`` (implicit,
+a dense LU of the Jacobian of the whole state per step) and the default ``"auto"``: Tsit5 first,
+with the step budget :func:`explicit_budget`; only if that budget runs out (or the explicit solve
+fails otherwise) -- the problem is stiff -- Kvaerno5 from the start with ``max_steps``. The budget
+is the number of explicit steps that cost as much as a typical implicit solve
+(:data:`IMPLICIT_REFERENCE_STEPS` steps, each priced by :func:`step_cost_ratio`), the ski-rental
+rule: whichever solver is the cheaper, ``auto`` costs at most about twice as much. The system is
+singularly perturbed (``eps`` multiplies ``da/dt``), but how stiff depends on the problem: with
+``sigma_0 = 0`` the fast rates are ``~ sigma_k^2 <s^{2k}> / eps`` and stay moderate while ``s`` is
+small, so the explicit solver is cheaper at large ``m`` down to very small ``eps`` (reduced dynamics,
+``m = 400``, ``eps = 1e-8``: 1.6e5 Tsit5 steps against minutes of Kvaerno5 LUs); with
+``sigma_0 != 0`` (relu) the rate ``sigma_0^2 / eps`` is there from ``t = 0`` and the implicit
+solver wins once ``t_max / eps`` is large.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import diffrax
 import jax
@@ -62,7 +66,18 @@ class FlowObservables(NamedTuple):
     s: jax.Array
 
 
-def _dpoly(coef: jax.Array, s: jax.Array) -> jax.Array:
+class ODESolution(NamedTuple):
+    """What :func:`solve_ode` returns: ``obs`` (:class:`FlowObservables` on the requested times;
+    a leading seed axis when vmapped), ``num_steps`` and ``success`` (scalars, or ``(seeds,)``) and
+    ``solver``, the name of the solver that produced them (``"tsit5"`` or ``"kvaerno5"``)."""
+
+    obs: FlowObservables
+    num_steps: jax.Array
+    success: jax.Array
+    solver: str
+
+
+def dpoly(coef: jax.Array, s: jax.Array) -> jax.Array:
     """Derivative of ``sum_k coef_k s^k`` at ``s`` (elementwise)."""
     K = coef.shape[0] - 1
     if K == 0:
@@ -78,9 +93,9 @@ def population_flow_vector_field(problem: SingleIndex, eps, state, train_second_
     phi, sig = problem.phi_arr, problem.sigma_arr
     VU = phi * sig
     U2 = sig**2
-    c = a * _dpoly(VU, s)
+    c = a * dpoly(VU, s)
     off = 1.0 - jnp.eye(m)
-    A = (a[:, None] * a[None, :] * _dpoly(U2, G)) * off / m
+    A = (a[:, None] * a[None, :] * dpoly(U2, G)) * off / m
     B = -A + jnp.diag(-c * s + jnp.sum(A * G, axis=1))
     ds = c + B @ s
     dG = jnp.outer(c, s) + B @ G
@@ -98,34 +113,44 @@ def _flow_observables(problem: SingleIndex, state) -> FlowObservables:
     return FlowObservables(M=M, risk=mehler_risk_per_degree(problem, a, s, G), a=a, s=s)
 
 
-def reduced_vector_field(problem: SingleIndex, eps, state, train_second_layer: bool = True):
-    """``d(a, s)/dt`` of the reduced particle dynamics (module docstring); shapes ``(m,)``."""
-    a, s = state
-    K = problem.degree
-    phi, sig = problem.phi_arr, problem.sigma_arr
-    S = powers(s, K)  # (m, K+1)
-    M = a @ S / a.shape[0]
-    r = phi - sig * M
-    da = (S @ (sig * r)) / eps if train_second_layer else jnp.zeros_like(a)
-    ds = (1.0 - s**2) * a * _dpoly(sig * r, s)
-    return da, ds
-
-
-def _reduced_observables(problem: SingleIndex, state) -> FlowObservables:
-    a, s = state
-    M = a @ powers(s, problem.degree) / a.shape[0]
-    r = problem.phi_arr - problem.sigma_arr * M
-    return FlowObservables(M=M, risk=0.5 * r**2, a=a, s=s)
-
-
 #: Tolerances of the implicit stages' chord (Newton) iterations. diffrax's default ties them to
 #: the step controller's ``rtol/atol``; at ``atol ~ 1e-14`` the chord iteration then rarely meets
 #: them after ``eps ~ 1e-8`` (the a-dynamics is stiff with rate ``~ <s^2>/eps``) and more than half
 #: the steps are rejected. Looser root tolerances leave the accuracy to the embedded error
 #: estimate: at eps = 1e-10, m = 32 the steps to t = 4e-3 drop from 7853 (3516 accepted) to 1445
 #: (808 accepted), and the half-learning times agree to < 1e-5 relative
-#: (tests/test_timescales_checks.py).
+#: (tests/two_layer/test_timescales_checks.py).
 ROOT_RTOL, ROOT_ATOL = 1e-4, 1e-8
+
+
+SOLVERS = ("auto", "tsit5", "kvaerno5")
+#: flop-equivalent fixed cost of one vector-field evaluation or one linear-algebra call (dispatch,
+#: loop bookkeeping) on a CPU; with it :func:`step_cost_ratio` gives, for the reduced dynamics, 17
+#: at m = 32 (measured on 2 shared cores: 10-22, a Kvaerno5 step 1.0-2.2 ms against a Tsit5 step
+#: 0.094-0.097 ms) and 2300 at m = 400 (measured 900-1800: 0.84-0.9 s against 0.5-0.9 ms)
+CALL_OVERHEAD = 1.0e4
+#: the step count of a typical implicit solve (Kvaerno5, reduced dynamics, m = 32: ~350 to t = 1 at
+#: eps = 1e-4, 2591 at eps = 1e-8; 1132-3326 to t = 2.5 eps^(1/4) at eps = 1e-7 ... 1e-10)
+IMPLICIT_REFERENCE_STEPS = 3000
+
+
+def step_cost_ratio(state_size: int, field_flops: float) -> float:
+    """Cost of one Kvaerno5 step over one Tsit5 step for a state of ``state_size`` numbers whose
+    vector field costs ``field_flops`` flops. Tsit5: 6 field evaluations. Kvaerno5: the Jacobian
+    (``n`` forward-mode products), its LU (``2 n^3 / 3``) and 5 implicit stages of ~4 chord
+    iterations, each two triangular solves (``2 n^2``) and a field evaluation; every evaluation
+    costs :data:`CALL_OVERHEAD` more, an iteration three of them."""
+    n, w = float(state_size), float(field_flops)
+    explicit = 6.0 * (w + CALL_OVERHEAD)
+    implicit = 2.0 * n**3 / 3.0 + 2.0 * n * w + 20.0 * (2.0 * n * n + w + 3.0 * CALL_OVERHEAD)
+    return implicit / explicit
+
+
+def explicit_budget(state_size: int, field_flops: float) -> int:
+    """The step budget of the explicit attempt of ``solver="auto"``: as many Tsit5 steps as cost
+    :data:`IMPLICIT_REFERENCE_STEPS` Kvaerno5 steps (:func:`step_cost_ratio`), in ``[1000, 1e7]``.
+    Reduced dynamics: 50 000 at ``m = 32``, 135 000 at ``m = 64``, 6.8e6 at ``m = 400``."""
+    return int(min(1e7, max(1e3, IMPLICIT_REFERENCE_STEPS * step_cost_ratio(state_size, field_flops))))
 
 
 def _make_solver(solver: str):
@@ -137,20 +162,34 @@ def _make_solver(solver: str):
         return diffrax.Kvaerno5()
     if solver == "tsit5":
         return diffrax.Tsit5()
-    raise ValueError(f"unknown solver {solver!r}; use 'kvaerno5', 'kvaerno3', 'kvaerno5_strict' or 'tsit5'")
+    raise ValueError(f"unknown solver {solver!r}; use 'auto', 'tsit5' or 'kvaerno5' (or 'kvaerno3', 'kvaerno5_strict')")
 
 
-def _solve(vf, obs, y0, ts, rtol, atol, solver, max_steps, dt0):
-    term = diffrax.ODETerm(lambda t, y, args: vf(y))
-    solv = _make_solver(solver)
+def padded_times(ts) -> tuple[jax.Array, int]:
+    """``(ts padded to the bucket size, n)``: ``ts`` ``(n,)`` followed by copies of ``ts[-1]`` up
+    to the next power of two (at least 16), so that grids of neighbouring sizes share one compiled
+    solver (the solve still ends at ``ts[-1]``; the copies are sliced off)."""
+    ts = jnp.asarray(ts)
+    n = int(ts.shape[0])
+    size = max(16, 1 << (n - 1).bit_length())
+    return jnp.concatenate([ts, jnp.full(size - n, 1.0, ts.dtype) * ts[-1]]), n
+
+
+@partial(jax.jit, static_argnames=("field", "observe", "train_second_layer", "solver", "max_steps"))
+def ode_kernel(field, observe, problem, y0, eps, ts, train_second_layer, rtol, atol, solver, max_steps):
+    """One adaptive diffrax solve of ``field(problem, eps, y, train_second_layer)`` from ``t = 0``,
+    ``observe(problem, y)`` saved at ``ts``: ``(obs, num_steps, success)``. ``field`` and
+    ``observe`` are module-level functions (static: one compiled solver per model); ``problem`` is
+    traced (a pytree), so every target and activation of one degree share the compiled solver."""
+    term = diffrax.ODETerm(lambda t, y, args: field(problem, eps, y, train_second_layer))
     sol = diffrax.diffeqsolve(
         term,
-        solv,
+        _make_solver(solver),
         t0=0.0,
         t1=ts[-1],
-        dt0=dt0,
+        dt0=jnp.minimum(ts[-1], eps) * 1e-3,
         y0=y0,
-        saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, args: obs(y)),
+        saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, args: observe(problem, y)),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
         throw=False,
@@ -158,7 +197,42 @@ def _solve(vf, obs, y0, ts, rtol, atol, solver, max_steps, dt0):
     return sol.ys, sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
 
 
-@partial(jax.jit, static_argnames=("problem", "train_second_layer", "solver", "max_steps"))
+def solve_ode(run: Callable[[str, int], tuple], solver: str, max_steps: int, budget: int, implicit_ok: bool = True) -> ODESolution:
+    """The solver policy (module docstring). ``run(name, steps)`` solves with solver ``name`` and
+    step budget ``steps`` and returns ``(obs, num_steps, success)``; ``budget`` is the explicit
+    budget of ``"auto"`` (:func:`explicit_budget`); ``implicit_ok=False`` (no implicit solver for
+    this size) keeps ``"auto"`` explicit with ``max_steps``. ``"auto"`` decides on the computed
+    ``success``: call it outside ``jit``/``vmap`` (inside, name the solver)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; use one of {SOLVERS}")
+    if solver != "auto":
+        return ODESolution(*run(solver, max_steps), solver)
+    out = run("tsit5", budget if implicit_ok else max_steps)
+    if isinstance(out[2], jax.core.Tracer):
+        raise ValueError("solver='auto' chooses after the explicit solve and needs concrete values: "
+                         "call it outside jit / vmap, or pass solver='tsit5' or 'kvaerno5'")
+    if not implicit_ok or bool(np.all(np.asarray(out[2]))):
+        return ODESolution(*out, "tsit5")
+    return ODESolution(*run("kvaerno5", max_steps), "kvaerno5")
+
+
+def first_times(out: tuple, n: int) -> tuple:
+    """``(obs, num_steps, success)`` with the padded save times cut to the first ``n`` (the time
+    axis is the last but one of every observable, after an optional seed axis)."""
+    obs, steps, ok = out
+    cut = lambda x: x[..., :n, :]  # noqa: E731  (every observable is (..., n_t, k))
+    return jax.tree.map(cut, obs), steps, ok
+
+
+def flow_field_flops(m: int, degree: int) -> float:
+    """Flops of one evaluation of :func:`population_flow_vector_field` (``B G``, ``c s^T``, ``U'(G)``)."""
+    return 4.0 * m**3 + 6.0 * m * m * (degree + 1)
+
+
+#: the largest m of the implicit flow solver (its Jacobian is (m^2 + 2m)-square)
+FLOW_IMPLICIT_MAX_M = 24
+
+
 def solve_population_flow(
     problem: SingleIndex,
     a0: jax.Array,
@@ -169,40 +243,26 @@ def solve_population_flow(
     train_second_layer: bool = True,
     rtol: float = 1e-8,
     atol: float = 1e-12,
-    solver: str = "kvaerno5",
+    solver: str = "auto",
     max_steps: int = 200_000,
-):
+) -> ODESolution:
     """Exact finite-``d`` population gradient flow from ``(a0 (m,), s0 (m,), G0 (m, m))``.
 
     ``ts``: increasing save times ``(n_t,)`` with ``ts[0] >= 0`` (integration starts at 0).
-    Returns ``(FlowObservables, num_steps, success)``. ``solver="tsit5"`` (explicit) is cheaper
-    per step for large ``m`` but needs ``O(1/eps)`` steps. Cost per step ``O(m^3)``, independent
-    of ``d``. Vmappable over seeds (the initial state).
-    """
-    vf = lambda y: population_flow_vector_field(problem, eps, y, train_second_layer)  # noqa: E731
-    obs = lambda y: _flow_observables(problem, y)  # noqa: E731
-    return _solve(vf, obs, (a0, s0, G0), ts, rtol, atol, solver, max_steps, jnp.minimum(ts[-1], eps) * 1e-3)
+    Returns an :class:`ODESolution`. ``solver``: ``"auto"`` (module docstring), ``"tsit5"`` or
+    ``"kvaerno5"`` (``m <= 24``: it factorises an ``(m^2 + 2m)``-square Jacobian). Cost per step
+    ``O(m^3)``, independent of ``d``. With a named solver ``solve_population_flow(...)[:3]`` (the
+    arrays, without the solver's name) can be vmapped over the initial state;
+    :func:`flow_from_random_starts` does it for seeds, with ``"auto"`` too."""
+    ts, n = padded_times(ts)
+    m = int(a0.shape[0])
 
+    def run(name, steps):
+        return first_times(ode_kernel(population_flow_vector_field, _flow_observables, problem, (a0, s0, G0), eps, ts,
+                                      train_second_layer, rtol, atol, name, steps), n)
 
-@partial(jax.jit, static_argnames=("problem", "train_second_layer", "solver", "max_steps"))
-def solve_reduced(
-    problem: SingleIndex,
-    a0: jax.Array,
-    s0: jax.Array,
-    eps,
-    ts: jax.Array,
-    train_second_layer: bool = True,
-    rtol: float = 1e-8,
-    atol: float = 1e-14,
-    solver: str = "kvaerno5",
-    max_steps: int = 200_000,
-):
-    """Reduced ``(a, s)`` particle dynamics (``d = inf``) from ``a0, s0`` ``(m,)``; see
-    :func:`solve_population_flow` for ``ts`` and the return value. Cost per step ``O(m K)``
-    plus the implicit solve ``O(m^3)`` (dense Jacobian of the ``2m`` state); no ``d``."""
-    vf = lambda y: reduced_vector_field(problem, eps, y, train_second_layer)  # noqa: E731
-    obs = lambda y: _reduced_observables(problem, y)  # noqa: E731
-    return _solve(vf, obs, (a0, s0), ts, rtol, atol, solver, max_steps, jnp.minimum(ts[-1], eps) * 1e-3)
+    return solve_ode(run, solver, max_steps, explicit_budget(m * m + 2 * m, flow_field_flops(m, problem.degree)),
+                     implicit_ok=m <= FLOW_IMPLICIT_MAX_M)
 
 
 def random_overlaps(key: jax.Array, m: int, d: int) -> tuple[jax.Array, jax.Array]:
@@ -246,21 +306,28 @@ def random_overlaps_wishart(key: jax.Array, m: int, d: int) -> tuple[jax.Array, 
 
 
 def flow_from_random_starts(problem: SingleIndex, key: jax.Array, a0, m: int, d: int, seeds: int, eps, ts,
-                            train_second_layer: bool = True, rtol: float = 1e-8, atol: float = 1e-12, solver: str = "kvaerno5",
-                            max_steps: int = 200_000):
+                            train_second_layer: bool = True, rtol: float = 1e-8, atol: float = 1e-12, solver: str = "auto",
+                            max_steps: int = 200_000) -> ODESolution:
     """The exact finite-``d`` flow (:func:`solve_population_flow`) from ``seeds`` random first
     layers of ``m`` unit vectors in ``R^d`` (overlaps drawn by :func:`random_overlaps_wishart`
     from ``split(key, seeds)``) and the second layer ``a0`` ``(m,)``, vmapped over the seeds.
 
-    Returns ``(FlowObservables, num_steps, success)`` with a leading seed axis (``(seeds,)`` for
-    the last two). A solve that ran out of ``max_steps`` has ``success = False`` and non-finite
-    values after the time it reached."""
+    Returns an :class:`ODESolution` with a leading seed axis (``(seeds,)`` for ``num_steps`` and
+    ``success``); ``"auto"`` switches all seeds to the implicit solver if one explicit solve fails.
+    A solve that ran out of ``max_steps`` has ``success = False`` and non-finite values after the
+    time it reached."""
     keys = jax.random.split(key, seeds)
     s0, G0 = jax.vmap(lambda k: random_overlaps_wishart(k, m, d))(keys)
     a0 = jnp.asarray(a0)
-    ts = jnp.asarray(ts)
-    return jax.vmap(lambda s, G: solve_population_flow(problem, a0, s, G, eps, ts, train_second_layer, rtol, atol, solver,
-                                                       max_steps))(s0, G0)
+    ts, n = padded_times(ts)
+
+    def run(name, steps):
+        one = lambda s, G: ode_kernel(population_flow_vector_field, _flow_observables, problem, (a0, s, G), eps, ts,  # noqa: E731
+                                train_second_layer, rtol, atol, name, steps)
+        return first_times(jax.vmap(one)(s0, G0), n)
+
+    return solve_ode(run, solver, max_steps, explicit_budget(m * m + 2 * m, flow_field_flops(m, problem.degree)),
+                     implicit_ok=m <= FLOW_IMPLICIT_MAX_M)
 
 
 def initial_second_layer(m: int, scale: float, law: str = "uniform", key: jax.Array | None = None) -> np.ndarray:
@@ -278,40 +345,6 @@ def initial_second_layer(m: int, scale: float, law: str = "uniform", key: jax.Ar
 
         return scale * ndtri(q)
     raise ValueError(f"unknown law {law!r}; use 'uniform' or 'gaussian'")
-
-
-def degree_one_time(problem: SingleIndex, a: np.ndarray, s0: np.ndarray, eps: float, fraction: float = 0.5) -> float:
-    """Closed-form time at which ``sigma_1 M_1`` reaches ``fraction * phi_1`` (degree-1 learning).
-
-    Derivation (information exponent 1, ``phi_1 sigma_1 != 0``, small ``eps``). While ``s = O(eps^{1/4})``
-    the degree-1 terms dominate: with ``g = sigma_1 r_1(t)``, ``x_i = s_i`` and ``y_i = sqrt(eps) a_i``,
-    ``x_i' = g y_i / sqrt(eps)``, ``y_i' = g x_i / sqrt(eps)``: a linear instability with rate
-    ``|sigma_1 phi_1| / sqrt(eps)`` at ``r_1 = phi_1``. In the clock ``tau = int |g| dt / sqrt(eps)``
-    the growing mode is ``c_i e^tau`` with ``c_i = (s_i(0) + sgn(sigma_1 phi_1) sqrt(eps) a_i(0)) / 2``,
-    so ``kappa = sigma_1 M_1 / phi_1 = kappa_0 e^{2 tau}``,
-    ``kappa_0 = |sigma_1| <c^2> / (|phi_1| sqrt(eps))``, and ``dtau/dt = |sigma_1 phi_1| (1 - kappa) /
-    sqrt(eps)``: a logistic law, integrated exactly::
-
-        t_1(fraction) = sqrt(eps) / (2 |sigma_1 phi_1|) * [logit(fraction) - logit(kappa_0)]
-                      ~ sqrt(eps) log(1/eps) / (4 |sigma_1 phi_1|)      (eps -> 0).
-
-    If ``sigma_0 != 0`` the fast degree-0 phase (``t ~ eps``) pins ``M_0 = phi_0/sigma_0``; its
-    Lagrange-multiplier term removes the mean of ``a`` and ``s`` from the instability, so the
-    centred particles are used. Corrections: relative ``O(eps^{1/4})`` (degree-2 terms) and
-    ``O(sqrt(eps) log)`` (the frozen mean mode). ``a``, ``s0``: ``(m,)`` initial particles.
-    """
-    phi1, sig1 = problem.phi[1], problem.sigma[1]
-    if phi1 * sig1 == 0:
-        raise ValueError("degree_one_time needs phi_1 sigma_1 != 0 (information exponent 1)")
-    a, s0 = np.asarray(a, float), np.asarray(s0, float)
-    if problem.sigma[0] != 0:
-        a, s0 = a - a.mean(), s0 - s0.mean()
-    c = 0.5 * (s0 + np.sign(sig1 * phi1) * np.sqrt(eps) * a)
-    k0 = abs(sig1) * np.mean(c**2) / (abs(phi1) * np.sqrt(eps))
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    if not 0 < k0 < fraction:
-        raise ValueError(f"kappa_0 = {k0:.3g} is not small: eps is outside the singular-perturbation regime")
-    return float(np.sqrt(eps) / (2 * abs(sig1 * phi1)) * (logit(fraction) - logit(k0)))
 
 
 def overlap_escape_time(problem: SingleIndex, a: float, s0: float, level: float = 0.5) -> float:

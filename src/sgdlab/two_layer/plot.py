@@ -17,6 +17,7 @@ from rich.text import Text
 from sgdlab.core.plot import band, subplots
 from sgdlab.core.report import table as report_table
 from sgdlab.two_layer.analysis import detect_plateaus
+from sgdlab.two_layer.config import TRUNCATION_WARN
 
 __all__ = ["figures", "table"]
 
@@ -190,7 +191,8 @@ def _f(x: float, fmt: str = ".3g") -> str:
 def table(ds: xr.Dataset) -> Group:
     """Two tables (plain-text cells): per level, the predicted and measured (per method) plateau;
     per degree, ``t_l`` per method and, with a scan, the fitted exponent with its 95% CI beside
-    ``1/(2l)``."""
+    ``1/(2l)``; a third when a target or activation was given as a function: its Hermite
+    projection's truncation error (:func:`_projection_table`)."""
     methods = _methods(ds)
     name = _config(ds).get("name", "time scales")
     lev = report_table(
@@ -220,7 +222,23 @@ def table(ds: xr.Dataset) -> Group:
     tt = report_table(title, cols, rows, right=[True] * len(cols))
     if "exponent" in ds:
         tt.caption = Text("l = 1: exponent of t_1 / L(eps), the log factor of the closed form removed")
-    for t in (lev, tt):  # numbers are never cut (headers wrap instead)
+    tables = [lev, tt] + _projection_table(ds)
+    for t in tables:  # numbers are never cut (headers wrap instead)
         for col in t.columns:
             col.min_width = max((len(str(c)) for c in col._cells), default=1)
-    return Group(lev, tt)
+    return Group(*tables)
+
+
+def _projection_table(ds: xr.Dataset) -> list:
+    """The Hermite projections of the functions given as ``problem.target`` / ``activation``
+    (attr ``truncation_error``): ``||f||``, the remainder ``||f - P_K f||`` and its ratio, flagged
+    above :data:`~sgdlab.two_layer.config.TRUNCATION_WARN`; none for coefficient lists."""
+    trunc = json.loads(ds.attrs.get("truncation_error", "{}") or "{}")
+    if not trunc:
+        return []
+    K = ds.sizes["degree"] - 1
+    rows = [[f"problem.{key}", f"{p['norm']:.4g}", f"{p['remainder']:.3g}", f"{p['relative']:.2%}",
+             f"raise problem.degree: the degree-{K} polynomial is not the function" if p["relative"] > TRUNCATION_WARN else "ok"]
+            for key, p in trunc.items()]
+    return [report_table(f"functions projected on Hermite degrees 0..{K} (every method uses the projection)",
+                         ["key", "||f||", "||f - P_K f||", "relative", "note"], rows, right=[False, True, True, True, False])]

@@ -9,10 +9,11 @@ Conventions
 * ``h_k = He_k / sqrt(k!)`` are the *normalised* probabilists' Hermite polynomials
   (``E h_j(g) h_k(g) = delta_jk`` for ``g ~ N(0, 1)``).
 * ``phi`` and ``sigma`` are represented by their coefficient vectors ``phi_k, sigma_k``,
-  ``k = 0..K`` (shape ``(K+1,)``). A named function (relu, tanh, erf, ...) is *projected* on
-  degrees ``0..K`` by quadrature (:func:`hermite_coefficients`): every solver and simulator then
-  works with the same degree-``K`` polynomial model, so theory and simulation compare the same
-  problem (the truncation error of the named function is reported, not hidden).
+  ``k = 0..K`` (shape ``(K+1,)``). A function (a named one: relu, tanh, erf, ...; or any
+  JAX-traceable ``R -> R``) is *projected* on degrees ``0..K`` by quadrature
+  (:func:`hermite_projection`): every solver and simulator then works with the same degree-``K``
+  polynomial model, so theory and simulation compare the same problem, and the truncation error
+  ``||f - sum_{k<=K} c_k h_k||`` is reported (:class:`Projection`), not hidden.
 * Mehler's formula: for unit vectors with ``<u, v> = rho``, ``E h_j(<u,x>) h_k(<v,x>) =
   delta_jk rho^k``. Hence (BMZ eq. (2.3)) with ``V(s) = sum_k phi_k sigma_k s^k`` and
   ``U(s) = sum_k sigma_k^2 s^k``::
@@ -28,12 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from functools import lru_cache
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, special
+
+from sgdlab.core.functions import FunctionError
 
 #: Named functions ``R -> R`` whose Hermite coefficients are computed by quadrature.
 #: ``erf`` is the Saad-Solla activation ``erf(z / sqrt(2))``.
@@ -80,55 +84,103 @@ def hermite_series_derivative(coef: jax.Array, z: jax.Array) -> jax.Array:
     return hermite_normalised(z, K - 1) @ (coef[1:] * jnp.sqrt(jnp.arange(1, K + 1.0)))
 
 
-def hermite_coefficients(fn: str | Callable, degree: int, kink: float | None = None) -> np.ndarray:
-    """Normalised Hermite coefficients ``c_k = E[f(g) h_k(g)]``, ``k = 0..degree``, ``g ~ N(0,1)``.
+class Projection(NamedTuple):
+    """A function ``f`` projected on the normalised Hermite polynomials of degrees ``0..K``.
 
-    ``fn`` is a name of :data:`NAMED_FUNCTIONS` or a vectorised numpy function. Adaptive
-    quadrature (``scipy.integrate.quad``) on ``(-inf, kink)`` and ``(kink, inf)`` (``kink = 0``
-    for relu/abs), absolute tolerance 1e-12: accurate to ~1e-10 for piecewise-smooth ``f`` of
-    polynomial growth.
+    ``coefficients`` ``(K+1,)``: ``c_k = E[f(g) h_k(g)]``, ``g ~ N(0, 1)``; ``norm``: the
+    ``L2(gamma)`` norm ``||f|| = (E f(g)^2)^{1/2}``; ``remainder``: the norm of what the truncation
+    drops, ``||f - sum_{k<=K} c_k h_k|| = (||f||^2 - sum_{k<=K} c_k^2)^{1/2}`` (Parseval in the
+    orthonormal basis ``h_k = He_k / sqrt(k!)``: with the unnormalised ``He_k`` and coefficients
+    ``b_k = c_k / sqrt(k!)`` the same sum reads ``||f||^2 - sum_k b_k^2 k!``)."""
+
+    coefficients: np.ndarray
+    norm: float
+    remainder: float
+
+    @property
+    def relative(self) -> float:
+        """``remainder / norm`` (0 for the zero function)."""
+        return self.remainder / self.norm if self.norm > 0 else 0.0
+
+
+def _evaluator(fn: Callable) -> Callable[[float], float]:
+    """``z -> float(fn(z))``: the numpy built-ins directly, any other (JAX) function jitted once."""
+    if fn in NAMED_FUNCTIONS.values():
+        return lambda z: float(fn(np.float64(z)))
+    jitted = jax.jit(fn)
+    return lambda z: float(jitted(np.float64(z)))
+
+
+def _project(fn: Callable, degree: int, kink: float | None) -> Projection:
+    f = _evaluator(fn)
+
+    def integrand(z):  # [f h_0, ..., f h_K, f^2] times the Gaussian density
+        fz = f(z)
+        h = np.ones(degree + 1)
+        if degree >= 1:
+            h[1] = z
+        for k in range(1, degree):  # the recurrence of hermite_normalised, in numpy (one scalar)
+            h[k + 1] = (z * h[k] - math.sqrt(k) * h[k - 1]) / math.sqrt(k + 1)
+        return np.append(fz * h, fz * fz) * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+
+    pieces = ((-np.inf, np.inf),) if kink is None else ((-np.inf, kink), (kink, np.inf))
+    total, err = np.zeros(degree + 2), 0.0
+    for lo, hi in pieces:
+        val, e = integrate.quad_vec(integrand, lo, hi, epsabs=1e-13, epsrel=1e-12, limit=20_000)
+        total, err = total + val, err + e
+    if not (np.all(np.isfinite(total)) and np.isfinite(err)) or err > 1e-6 * (1.0 + abs(total[-1])):
+        raise FunctionError(f"{getattr(fn, '__name__', type(fn).__name__)}: E f(g)^2 over g ~ N(0, 1) is not finite (or the quadrature does not converge, "
+                            f"error {err:.2g}): the Hermite projection needs a function of polynomial growth, finite everywhere")
+    coef = total[:-1].copy()
+    coef[np.abs(coef) < 1e-13] = 0.0
+    coef.setflags(write=False)  # cached: shared by every caller
+    norm2 = float(total[-1])
+    return Projection(coef, float(np.sqrt(max(norm2, 0.0))), float(np.sqrt(max(norm2 - float(np.sum(coef**2)), 0.0))))
+
+
+_project_cached = lru_cache(maxsize=256)(_project)
+
+
+def hermite_projection(fn: str | Callable, degree: int, kink: float | None = None) -> Projection:
+    """:class:`Projection` of ``fn`` on degrees ``0..degree``.
+
+    ``fn``: a name of :data:`NAMED_FUNCTIONS` or a function ``R -> R`` (numpy built-in or any
+    JAX-traceable elementwise function, evaluated jitted). The integrals ``E[f(g) h_k(g)]`` and
+    ``E f(g)^2`` are one vector-valued adaptive Gauss-Kronrod quadrature
+    (``scipy.integrate.quad_vec``, absolute tolerance 1e-13, relative 1e-12) on ``(-inf, inf)``, split
+    at ``kink`` when given (``0`` for relu / abs): accurate to ~1e-10 for piecewise-smooth ``f`` of
+    polynomial growth (a kink elsewhere is found by the adaptive bisection, at more evaluations).
+    Cached per ``(fn, degree, kink)``. Raises :class:`~sgdlab.core.functions.FunctionError` if
+    ``E f(g)^2`` is not finite.
     """
     if isinstance(fn, str):
         if fn not in NAMED_FUNCTIONS:
             raise ValueError(f"unknown function {fn!r}; available: {sorted(NAMED_FUNCTIONS)}")
         kink = 0.0 if fn in _KINKED else kink
         fn = NAMED_FUNCTIONS[fn]
-    out = np.zeros(degree + 1)
-    gauss = lambda z: np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)  # noqa: E731
-    for k in range(degree + 1):
-        def integrand(z, k=k):
-            return float(fn(np.asarray(z)) * np.asarray(hermite_normalised(np.asarray(z), k))[k] * gauss(z))
-        if kink is None:
-            val, _ = integrate.quad(integrand, -np.inf, np.inf, epsabs=1e-13, epsrel=1e-12, limit=200)
-        else:
-            v1, _ = integrate.quad(integrand, -np.inf, kink, epsabs=1e-13, epsrel=1e-12, limit=200)
-            v2, _ = integrate.quad(integrand, kink, np.inf, epsabs=1e-13, epsrel=1e-12, limit=200)
-            val = v1 + v2
-        out[k] = val
-    out[np.abs(out) < 1e-13] = 0.0
-    return out
+    try:
+        hash(fn)
+    except TypeError:  # an unhashable callable object: not cached
+        return _project(fn, int(degree), None if kink is None else float(kink))
+    return _project_cached(fn, int(degree), None if kink is None else float(kink))
 
 
-def function_second_moment(fn: str | Callable) -> float:
-    """``E f(g)^2`` (= ``sum_k c_k^2`` over all degrees): compared with the truncated sum it
-    gives the truncation error of a named function projected on degrees ``0..K``."""
-    if isinstance(fn, str):
-        kink = 0.0 if fn in _KINKED else None
-        fn = NAMED_FUNCTIONS[fn]
-    else:
-        kink = None
-    integrand = lambda z: float(fn(np.asarray(z)) ** 2 * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi))  # noqa: E731
-    if kink is None:
-        return integrate.quad(integrand, -np.inf, np.inf, epsabs=1e-13, limit=200)[0]
-    return sum(integrate.quad(integrand, lo, hi, epsabs=1e-13, limit=200)[0] for lo, hi in ((-np.inf, 0.0), (0.0, np.inf)))
+def hermite_coefficients(fn: str | Callable, degree: int, kink: float | None = None) -> np.ndarray:
+    """Normalised Hermite coefficients ``c_k = E[f(g) h_k(g)]``, ``k = 0..degree``, ``g ~ N(0,1)``
+    (:func:`hermite_projection`; its ``remainder`` is the truncation error)."""
+    return hermite_projection(fn, degree, kink).coefficients.copy()
 
 
+@jax.tree_util.register_pytree_node_class
 @dataclass(frozen=True)
 class SingleIndex:
     """A single-index target and a two-layer network activation, as Hermite coefficients.
 
     ``phi`` and ``sigma``: tuples of length ``K+1`` (degrees ``0..K``; the shorter one is
-    zero-padded). Hashable, so it can be a static argument of jitted functions.
+    zero-padded). Hashable, so it can be a static argument of jitted functions; also a pytree
+    whose leaves are the coefficients, so that a solver can take it as a traced argument and
+    compile once per degree ``K`` for every target and activation (the ODE solvers of
+    :mod:`sgdlab.two_layer.flow` do).
     """
 
     phi: tuple[float, ...]
@@ -138,6 +190,16 @@ class SingleIndex:
         K = max(len(self.phi), len(self.sigma))
         object.__setattr__(self, "phi", tuple(float(x) for x in self.phi) + (0.0,) * (K - len(self.phi)))
         object.__setattr__(self, "sigma", tuple(float(x) for x in self.sigma) + (0.0,) * (K - len(self.sigma)))
+
+    def tree_flatten(self):
+        return (self.phi, self.sigma), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)  # no __post_init__: the leaves may be tracers
+        object.__setattr__(obj, "phi", tuple(children[0]))
+        object.__setattr__(obj, "sigma", tuple(children[1]))
+        return obj
 
     @property
     def degree(self) -> int:
