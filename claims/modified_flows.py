@@ -97,7 +97,7 @@ def claim_smf_mean_field(small: bool = False) -> Claim:
     net = _linear_network()
     etas = [0.1, 0.05, 0.025]
     horizon = 0.5                      # 2^(horizon/eta) <= 2^20 batch sequences: SGD exact at every eta
-    paths = 3000 if small else 10000
+    paths = 3000 if small else 6000
     Ns = [8, 32] if small else [8, 64]
     ds = mean_field_study(net, Ns, etas, horizon, n_paths=paths, substeps=2, seed=3)
     var = ds.second_layer_overlap_var
