@@ -40,7 +40,7 @@ ROLES = {
     "manifold": {
         "model": {"models"},
         "simulator": {"noise"},
-        "theory": {"limit"},
+        "theory": {"limit", "spectral"},
         "study": {"__init__", "config", "experiment", "plot", "command"},
     },
     "two_layer": {

@@ -46,6 +46,10 @@ NoiseName = Literal["label_noise", "dropout", "dropconnect", "perturbed_gd", "an
 DEFAULT_PHI_TOL = 1e-12
 DEFAULT_RANK_RTOL = 1e-8
 
+#: noises whose limit can be an SDE with one path per run (SGLD always; Dropout and DropConnect
+#: when their noise has a tangent part): the memory estimate counts the limit's paths for them
+STOCHASTIC_LIMITS = ("sgld", "dropout", "dropconnect")
+
 #: Model keys beyond ``name`` and ``init``, and the models they belong to.
 MODEL_KEYS = {
     "n": ("hyperbola", "diagonal", "tanh"),
@@ -115,6 +119,16 @@ class ManifoldModelConfig(Section):
     def n_samples(self) -> int:
         """Number of samples ``n`` of the configured model."""
         return self.n if self.n is not None else {"hyperbola": 1, "two_unit": 1, "diagonal": 6, "tanh": 4}[self.name]
+
+    @property
+    def n_units(self) -> int:
+        """Number of hidden units ``u`` of the configured model (0: none)."""
+        return {"hyperbola": 0, "two_unit": 2, "diagonal": self.d or 12, "tanh": self.width or 3}[self.name]
+
+    @property
+    def n_observables(self) -> int:
+        """Number of saved observables (the model's own and the loss)."""
+        return {"hyperbola": 3, "two_unit": 6, "diagonal": 6, "tanh": 3}[self.name]
 
 
 class ManifoldNoiseConfig(Section):
@@ -219,9 +233,60 @@ class ManifoldConfig(ExperimentConfig):
             raise ValueError("noise.name = 'dropout' needs hidden units; model.name = 'hyperbola' has none (use two_unit, diagonal or tanh)")
         if self.noise.name == "minibatch_sgd":
             n = self.model.n_samples
-            if self.noise.batch_size > n:
-                raise ValueError(f"noise.batch_size={self.noise.batch_size} must be in [1, n={n}] (the number of samples, model.n)")
+            if self.noise.batch_size >= n:
+                raise ValueError(f"noise.batch_size={self.noise.batch_size} must be in [1, n - 1 = {n - 1}] (model.n = {n} samples; "
+                                 "b = n is full-batch GD: sigma^2 = n/b - 1 = 0, no noise and no slow motion)")
+        why = self.memory_problem(stochastic_limit=self.noise.name in STOCHASTIC_LIMITS and self.limit.kind in ("auto", "degenerate"))
+        if why is not None:
+            raise ValueError(why)
         return self
+
+    def memory_estimate(self, stochastic_limit: bool) -> dict[str, tuple[float, str, str]]:
+        """The bytes of the largest arrays of a run, by part: ``{part: (bytes, what, keys)}``.
+
+        With ``R`` runs, ``E`` step sizes, ``T = n_saves + 1`` saved times, ``O`` observables,
+        ``p`` weights, ``n`` samples, ``u`` hidden units and ``m`` noise dimensions (label noise
+        ``n``, Dropout ``u``, minibatch ``n``, the others ``p``), in floats:
+
+        - ``results``: ``(3 E + 2) R T O`` (the simulated observables, their copy per eta and the
+          Dataset);
+        - ``simulation``: ``R (32 + 8 p + 4 m + 6 n h)`` working memory of one eta (``h`` = width of
+          the tanh network, else 1), plus ``1.5 R p n h`` for the tanh network, whose observable
+          ``tr H`` takes a forward-mode Jacobian;
+        - ``limit``: ``P (T p + 12 p^2 + 6 p m) + 16 m^2 + 10 p^2`` with ``P = R`` paths when the
+          limit is an SDE (``stochastic_limit``), else 1 (Hessians, ``D (p, m)``; the noise
+          correlation ``(m, m)`` and its copies as constants of the compiled solver: 12 to 15
+          ``m^2`` of peak RSS measured for the hyperbola with ``n = 5000``).
+
+        Calibrated against XLA's compiled memory analysis of the runner and of the limit
+        integrators (``tests/manifold/test_manifold_safety.py``).
+        """
+        mc, sim = self.model, self.simulation
+        p, n, u, O = mc.n_params, mc.n_samples, mc.n_units, mc.n_observables
+        m = {"label_noise": n, "minibatch_sgd": n, "dropout": u}.get(self.noise.name, p)
+        h = (mc.width or 3) if mc.name == "tanh" else 1
+        R, E, T = sim.runs, len(sim.etas), sim.n_saves + 1
+        paths = R if stochastic_limit else 1
+        size_keys = {"hyperbola": "model.n", "two_unit": "", "diagonal": "model.d or model.n", "tanh": "model.width, model.input_dim or model.n"}[mc.name]
+        return {
+            "results": (8.0 * (3 * E + 2) * R * T * O, f"the saved results ({R} runs x {T} times x {E} etas x {O} observables)",
+                        "simulation.runs, simulation.etas or simulation.tau_max / simulation.tau_save"),
+            "simulation": (8.0 * R * (32 + 8 * p + 4 * m + 6 * n * h + (1.5 * p * n * h if mc.name == "tanh" else 0)), f"the simulation ({R} runs, p = {p} weights, n = {n} samples)",
+                           "simulation.runs" + (f" or {size_keys}" if size_keys else "")),
+            "limit": (8.0 * (paths * (T * p + 12.0 * p * p + 6.0 * p * m) + 16.0 * m * m + 10.0 * p * p),
+                      f"the limit ({paths} path{'s' * (paths > 1)} x {T} times, p = {p} weights, {m} noise dimensions)",
+                      ("simulation.runs (one limit path per run), " if paths > 1 else "") + (size_keys or "simulation.tau_max / simulation.tau_save")),
+        }
+
+    def memory_problem(self, stochastic_limit: bool) -> str | None:
+        """The refusal message if the run's largest arrays would not fit in memory (the saved results
+        and the limit's path, plus the larger of the simulation's and the limit's working memory)."""
+        from sgdlab.core.memory import memory_problem
+
+        parts = self.memory_estimate(stochastic_limit)
+        total = parts["results"][0] + max(parts["simulation"][0], parts["limit"][0])
+        _, what, keys = max(parts.values())
+        return memory_problem(total, what, keys)
 
 
 def load_config(source: ManifoldConfig | dict[str, Any] | str | Path | None = None) -> ManifoldConfig:

@@ -53,6 +53,7 @@ __all__ = [
     "build_algorithm",
     "build_model",
     "classify_manifold_noise",
+    "fast_phase",
     "limit_inputs",
     "run",
     "sigma_for",
@@ -127,9 +128,35 @@ def classify_manifold_noise(cfg: ManifoldConfig, model: mm.ManifoldModel, inputs
     """Classification of the noise of ``cfg`` at ``Phi(w0)`` (see :func:`sgdlab.manifold.limit.classify_noise`).
     ``inputs``: the result of :func:`limit_inputs` (reuse it to reuse the compiled solver)."""
     loss_hat, zeta_dim, corr = inputs or limit_inputs(cfg, model)
-    phi0 = mf.jitted_gradient_flow_limit(model.loss, cfg.limit.phi_tol)(model.w0)
-    rank = mf.hessian_rank(model.loss, phi0, cfg.limit.rank_rtol)
+    phi0, rank = fast_phase(cfg, model)
     return mf.classify_noise(model.loss, loss_hat, zeta_dim, phi0, corr, rank)
+
+
+def fast_phase(cfg: ManifoldConfig, model: mm.ManifoldModel) -> tuple[np.ndarray, int]:
+    """``(Phi(w0), rank of H there)``, or a named error: :class:`NonFiniteError` when the gradient
+    flow from ``model.init`` does not reach the zero-loss set (Phi is NaN), :class:`ConfigError`
+    naming ``model.init`` when it ends at a critical point of positive loss (a saddle) and
+    ``limit.rank_rtol`` when the Hessian there has no clear rank gap."""
+    tol = cfg.limit.phi_tol
+    phi0 = np.asarray(mf.jitted_gradient_flow_limit(model.loss, tol)(model.w0))
+    if not np.all(np.isfinite(phi0)):
+        raise NonFiniteError(
+            f"the fast phase failed: Phi(w0), the end of the gradient flow from w0 = {np.asarray(model.w0).tolist()} "
+            f"stopped at |grad L| < limit.phi_tol = {tol:g}, is not finite at t=0 (deterministic, no seed): the flow did not "
+            "reach the zero-loss set within 200000 steps; start closer to it (model.init) or raise limit.phi_tol"
+        )
+    end_loss, start_loss = float(model.loss(jnp.asarray(phi0))), float(model.loss(model.w0))
+    if end_loss > 1e-10 * max(1.0, start_loss):
+        raise ConfigError(
+            f"invalid config:\n  model.init: the gradient flow from w0 = {np.asarray(model.w0).tolist()} ends at a critical point "
+            f"with loss {end_loss:.3g} > 0 (a saddle, not the zero-loss set), where there is no slow limit; change model.init"
+        )
+    try:
+        rank = mf.hessian_rank(model.loss, phi0, cfg.limit.rank_rtol)
+    except ValueError as err:
+        raise ConfigError(f"invalid config:\n  limit.rank_rtol: {err} (at Phi(w0); change limit.rank_rtol, "
+                          "limit.phi_tol or model.init)") from None
+    return phi0, rank
 
 
 def solve_manifold_limit(cfg: ManifoldConfig, model: mm.ManifoldModel, inputs=None) -> mf.LimitSolution:
@@ -155,6 +182,11 @@ def solve_manifold_limit(cfg: ManifoldConfig, model: mm.ManifoldModel, inputs=No
 
 def steps_per_save(cfg: ManifoldConfig, unit: float, eta: float) -> int:
     """``tau_save / unit`` as an integer, or a ConfigError naming ``simulation.tau_save``."""
+    if not unit > 0:
+        raise ConfigError(
+            f"invalid config:\n  noise: the noise scale is 0 at eta={eta} (time unit {unit:g}): the rescaled time does not "
+            "advance; use a noisy setting (noise.batch_size < model.n for minibatch_sgd)"
+        )
     exact = cfg.simulation.tau_save / unit
     k = int(round(exact))
     if k < 1 or abs(exact - k) > 1e-6 * exact:
@@ -236,10 +268,15 @@ def run(config: ManifoldConfig | dict[str, Any] | str | Path | None = None, prog
         raise ConfigError(f"invalid config:\n  plot.variables: {unknown or '[]'} not observables of model {cfg.model.name!r}; allowed: {', '.join(names)}")
     total = len(sim.etas) + 1
     inputs = limit_inputs(cfg, model)
-    kind = classify_manifold_noise(cfg, model, inputs).kind if cfg.limit.kind == "auto" else cfg.limit.kind
+    noise_class = classify_manifold_noise(cfg, model, inputs)
+    kind = noise_class.kind if cfg.limit.kind == "auto" else cfg.limit.kind
     sigmas = [sigma_for(cfg, eta, model.n_samples) for eta in sim.etas]
     units = [time_unit(kind, eta, sigma) for eta, sigma in zip(sim.etas, sigmas)]
     steps = [steps_per_save(cfg, unit, eta) for unit, eta in zip(units, sim.etas)]  # ConfigError before any work
+    if kind == mf.DEGENERATE and noise_class.stochastic:  # one limit path per run: the memory check with them
+        why = cfg.memory_problem(stochastic_limit=True)
+        if why is not None:
+            raise ConfigError(f"invalid config:\n  config: {why}")
     limit = solve_manifold_limit(cfg, model, inputs)
     observe = jax.jit(jax.vmap(jax.vmap(model.observe)))
     lim_obs = {k: np.asarray(v) for k, v in observe(jnp.asarray(limit.w)).items()}  # (paths, T)

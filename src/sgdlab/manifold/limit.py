@@ -46,7 +46,9 @@ Numerics (the stated tolerances):
   with an eigenvalue within a factor 100 of the threshold (no clear gap). On Gamma the tangent
   eigenvalues are round-off (about ``1e-15 lambda_max``, or ``phi_tol`` times the third
   derivative when the point comes from Phi), so the default needs a normal condition number
-  below ``1e6``.
+  below ``1e6``. Eigenpairs inside the solvers come from the Jacobi method of
+  :mod:`sgdlab.manifold.spectral` (no LAPACK: XLA's batched CPU ``eigh`` deadlocks inside the
+  ``vmap``-ed SDE loop); they equal LAPACK's to rounding.
 - Integration on Gamma: RK4 (ODE) or Euler-Maruyama (SDE) in the ambient space, every stage
   evaluated at the retraction of its point and every step followed by the retraction
   (:func:`project_to_manifold`: Newton iterations ``w <- w - H_r^+ grad L(w)`` with the rank-``r``
@@ -65,6 +67,8 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sgdlab.manifold.spectral import jacobi_eigh
 
 Array = jax.Array
 LossFn = Callable[[Array], Array]
@@ -97,8 +101,9 @@ def gradient_flow_limit(loss: LossFn, w0: Array, tol: float = PHI_TOL, max_steps
     """``Phi(w0)``: the end point of ``dw/dt = -grad L(w)``, shape ``(p,)``.
 
     diffrax ``Kvaerno5`` with ``PIDController(rtol=tol, atol=tol)``, run to ``t = inf`` and stopped
-    by the event ``|grad L(w)| < tol`` (2-norm). Jittable and vmappable; raises (through diffrax)
-    if ``max_steps`` is reached first.
+    by the event ``|grad L(w)| < tol`` (2-norm). Jittable and vmappable. If the solve fails (``max_steps``
+    reached first, or a step that cannot be taken) the result is NaN: diffrax runs with
+    ``throw=False``, so the caller names the failure instead of a runtime error from inside XLA.
     """
     term = diffrax.ODETerm(lambda t, w, args: -jax.grad(loss)(w))
     event = diffrax.Event(diffrax.steady_state_event(rtol=0.0, atol=tol, norm=lambda v: jnp.sqrt(jnp.sum(v**2))))
@@ -112,8 +117,9 @@ def gradient_flow_limit(loss: LossFn, w0: Array, tol: float = PHI_TOL, max_steps
         stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
         event=event,
         max_steps=max_steps,
+        throw=False,
     )
-    return sol.ys[-1]
+    return jnp.where(diffrax.is_okay(sol.result), sol.ys[-1], jnp.nan)
 
 
 @functools.lru_cache(maxsize=64)
@@ -175,8 +181,12 @@ class TangentSpace(NamedTuple):
 
 def tangent_space(loss: LossFn, w: Array, rank: int) -> TangentSpace:
     """:class:`TangentSpace` of ``H(w)`` with the ``rank`` largest eigenvalues normal (jittable,
-    ``rank`` static). Off Gamma this is a smooth extension (the top-``rank`` eigenspace)."""
-    lam, vec = jnp.linalg.eigh(hessian(loss, w))
+    ``rank`` static). Off Gamma this is a smooth extension (the top-``rank`` eigenspace).
+
+    The eigenpairs come from :func:`sgdlab.manifold.spectral.jacobi_eigh` (Jacobi rotations in
+    plain JAX), not LAPACK: XLA's batched CPU ``eigh`` deadlocks inside the ``vmap``-ed SDE loop
+    of :func:`integrate_sde` once the paths fill its thread pool (10^4 SGLD paths hung)."""
+    lam, vec = jacobi_eigh(hessian(loss, w))
     p = w.shape[0]
     v = vec[:, p - rank :]
     lr = lam[p - rank :]

@@ -17,9 +17,10 @@ import xarray as xr
 from sgdlab.core.errors import NonFiniteError
 from sgdlab.core.provenance import provenance
 from sgdlab.sde.config import SDEConfig, load_config
+from sgdlab.sde.problems import max_sample_curvature
 from sgdlab.sde.weak_error import weak_error_study
 
-__all__ = ["run"]
+__all__ = ["run", "stability_status"]
 
 STUDY_NAME = "sde"
 
@@ -30,18 +31,23 @@ def run(config: SDEConfig | dict[str, Any] | str | Path | None = None, progress:
     (process, eta). A pure function of the config: no file is read or written but the config.
 
     Raises :class:`~sgdlab.core.errors.ConfigError` for an invalid config and
-    :class:`~sgdlab.core.errors.NonFiniteError` (naming the quantity, eta and process) when SGD or
-    a model diverges; its ``partial`` is the Dataset so far, ``status = "failed: ..."``.
+    :class:`~sgdlab.core.errors.NonFiniteError` (naming the quantity, eta, process, time and seed)
+    when SGD or a model diverges; its ``partial`` is the Dataset so far, ``status = "failed: ..."``.
+    A run with some eta beyond SGD's stability limit (:func:`stability_status`) returns its
+    Dataset with ``status = "flagged: ..."`` (the command keeps it and exits 1).
     """
     cfg = load_config(config)
+    problem = cfg.problem.to_problem()
+    starts = cfg.problem.starting_points(cfg.copies)
+    status = stability_status(cfg.study.etas, max_sample_curvature(problem, starts))
     try:
         ds = weak_error_study(
-            cfg.problem.to_problem(),
+            problem,
             cfg.study.models,
             cfg.study.etas,
             cfg.study.observables,
             cfg.study.horizon,
-            x0=cfg.problem.starting_points(cfg.copies),
+            x0=starts,
             method=cfg.solver.method,
             n_paths=cfg.solver.paths,
             scheme=cfg.solver.scheme,
@@ -53,8 +59,23 @@ def run(config: SDEConfig | dict[str, Any] | str | Path | None = None, progress:
             progress=progress,
         )
     except NonFiniteError as err:
+        if status != "complete":
+            err.args = (f"{err}; {status.removeprefix('flagged: ')}",)
         if err.partial is not None:
             err.partial.attrs.update(provenance(cfg, study=STUDY_NAME, status=f"failed: {err}"))
         raise
-    ds.attrs.update(provenance(cfg, study=STUDY_NAME))
+    ds.attrs.update(provenance(cfg, study=STUDY_NAME, status=status))
     return ds
+
+
+def stability_status(etas, curvature: float) -> str:
+    """``"complete"``, or ``"flagged: ..."`` naming the etas with ``eta * curvature > 2``: there one
+    SGD step on the stiffest sample expands deviations (``curvature``: the largest per-sample
+    Hessian eigenvalue at the starting points, :func:`~sgdlab.sde.problems.max_sample_curvature`),
+    SGD is not in the small-eta regime the models expand around, and its fitted orders mean nothing."""
+    unstable = [eta for eta in etas if eta * curvature > 2]
+    if not unstable:
+        return "complete"
+    return (f"flagged: SGD is beyond its stability limit at study.etas = {', '.join(f'{e:g}' for e in unstable)} "
+            f"(eta * lambda_max > 2, lambda_max = {curvature:.4g} the largest per-sample curvature at the starts): "
+            f"the weak errors there are not small-eta errors and the fitted orders mean nothing; use etas below {2 / curvature:.4g}")
