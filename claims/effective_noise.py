@@ -15,6 +15,7 @@ J. Stat. Mech. (2022) 083405 (arXiv 2112.10852).
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def _dmft_noise(alpha, ridge, b, tau, horizon, samples, seeds, want):
     from sgdlab.dmft.fdt import effective_temperature
     from sgdlab.dmft.noise import fdt_windows
     from sgdlab.dmft.replicas import replica_distance
-    from sgdlab.dmft.solver import solve_dmft
+    from sgdlab.dmft.solver import DMFTConvergenceWarning, DMFTError, solve_dmft
 
     cfg = _noise_config(alpha, ridge, b, tau, horizon, samples)
     problem, dyn, opt = dmft_inputs(cfg)
@@ -54,12 +55,22 @@ def _dmft_noise(alpha, ridge, b, tau, horizon, samples, seeds, want):
                                   cfg.noise.short_lags, n_ref=cfg.noise.n_windows, ref_span=span or None,
                                   units="field", mobility=b)
         return f.T_eff, f.T_eff_err, bool(f.stationary)
-    Ds = []
+    Ds, retries = [], 0
     for i, s in enumerate(sols):
-        D = replica_distance(s, seed=int(seeds[i]), time_step=0.05).D
-        Ds.append(D[-max(1, len(D) // 4):].mean())
+        # the replica iteration can cycle for some Monte-Carlo samples (residual stuck near 3e-2 even
+        # after T + 1 iterations): draw the pair process again with another replica seed
+        for extra in range(3):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DMFTConvergenceWarning)
+                r = replica_distance(s, seed=int(seeds[i]) + 1000 * extra, time_step=0.05)
+            if r.converged:
+                break
+            retries += 1
+        if not r.converged:
+            raise DMFTError(f"two-replica DMFT did not converge for 3 replica seeds (b={b}, tau={tau}, alpha={alpha})")
+        Ds.append(r.D[-max(1, len(r.D) // 4):].mean())
     m, se = mean_se(Ds)
-    return float(m), float(se), True
+    return float(m), float(se), retries
 
 
 def claim_noise_teff_vs_distance(small: bool = False) -> Claim:
@@ -71,12 +82,13 @@ def claim_noise_teff_vs_distance(small: bool = False) -> Claim:
     grid = [(0.3, 0.5), (0.3, 2.0), (0.6, 2.0)] if small else [(0.3, 0.5), (0.3, 2.0), (0.6, 0.5), (0.6, 2.0)]
     under, over = 2.0, 0.5              # under- and over-parametrised sample ratios
     alphas_T, alphas_D = (2.0, 3.0), (0.5, 0.75)
-    T, D, numbers, flagged = {}, {}, [], []
+    T, D, numbers, flagged, retries = {}, {}, [], [], 0
     points = [(b, tau, under, over) for b, tau in grid] + [(0.3, 2.0, alphas_T[1], alphas_D[1])]
     for b, tau, aT, aD in points:
         key = (b, tau, aT, aD)
         Tm, Ts, stat = _dmft_noise(aT, 0.5, b, tau, horizon, samples, seeds, "T_eff")
-        Dm, Ds, _ = _dmft_noise(aD, 0.01, b, tau, horizon_D, samples, seeds, "D")
+        Dm, Ds, n_retry = _dmft_noise(aD, 0.01, b, tau, horizon_D, samples, seeds, "D")
+        retries += n_retry
         T[key], D[key] = (Tm, Ts), (Dm, Ds)
         if not stat:
             flagged.append(key)
@@ -113,7 +125,9 @@ def claim_noise_teff_vs_distance(small: bool = False) -> Claim:
            + ("Not resolved: " + "; ".join(unresolved) + ". " if unresolved else "")
            + f"T_eff is measured at alpha = {under:g} / {alphas_T[1]:g} (training error > 0, stationary), D at "
            f"alpha = {over:g} / {alphas_D[1]:g} (over-parametrised)."
-           + (f" T_eff flagged non-stationary at {flagged}." if flagged else ""))
+           + (f" T_eff flagged non-stationary at {flagged}." if flagged else "")
+           + (f" The two-replica DMFT iteration cycled for {retries} Monte-Carlo sample(s) and was redrawn with "
+              "another replica seed." if retries else ""))
     return Claim(
         name="noise_teff_vs_distance", paper=PAPER,
         claim="The effective temperature T_eff (under-parametrised) and the replica distance D "
@@ -151,7 +165,8 @@ def _margins(alg: dict, small: bool):
            "algorithm": {**alg, "eta": 0.1, "horizon": horizon, "save_every": 100},
            "simulation": {"d": d, "seeds": seeds, "dtype": "float64"},
            "noise": {"n_windows": 1, "max_lag": 0.2, "short_lags": 1, "n_probes": 1, "dmft_seeds": 0}}
-    ds = noise.run(cfg)
+    with np.errstate(invalid="ignore", divide="ignore"):    # the FDT fit of a one-window response is unused here
+        ds = noise.run(cfg)
     mq = ds.margin_quantile.values                  # (seed, 201 levels): level 0 is the smallest margin
     levels = ds["quantile"].values
     kmin = mq[:, 0]

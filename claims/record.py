@@ -200,3 +200,29 @@ def fit_order(x: Sequence[float], err: Sequence[float], se: Sequence[float] | No
         var += float(A[1] ** 2 @ vy)
     half = 1.959964 * math.sqrt(var)
     return float(coef[1]), float(coef[1] - half), float(coef[1] + half)
+
+
+def cli_command(command: str, example: str, overrides: dict | None = None) -> str:
+    """The ``sgdlab COMMAND --example EXAMPLE --set KEY=VALUE ...`` line that runs ``example`` with the
+    nested ``overrides`` (TOML values; each ``--set`` quoted for the shell when it needs it)."""
+    def flat(tree, prefix=""):
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    def toml(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(toml(x) for x in v) + "]"
+        if isinstance(v, float):
+            return repr(v)
+        return str(v)
+
+    parts = [f"sgdlab {command} --example {example}"]
+    for key, value in flat(overrides or {}):
+        item = f"{key}={toml(value)}"
+        parts.append(f"--set '{item}'" if any(c in item for c in " []'\"") else f"--set {item}")
+    return " ".join(parts)

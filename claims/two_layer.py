@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import functools
 import time
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
-from claims.record import Claim, Number
+from claims.record import Claim, Number, cli_command
 
 PAPER = "two_layer"
 
@@ -29,24 +31,27 @@ EPS_SMALL = [1e-3, 1e-4, 1e-5, 1e-6]
 SPLIT = 1e-8
 
 
+def _overrides(small: bool) -> dict:
+    """The keys set on the built-in example ``staircase`` (phi = sigma = h1 + h2 + h3, 64 particles)."""
+    return {"dynamics": {"t_max": 0.3, "max_steps": 50_000 if small else 100_000},
+            "flow": {"enabled": False}, "sgd": {"enabled": False}, "reduced": {"solver": "kvaerno5"},
+            "scan": {"eps": EPS_SMALL if small else EPS_FULL, "t_max": 0.3, "d": []}}
+
+
 @functools.lru_cache(maxsize=2)
 def _scan(small: bool):
+    """``sgdlab timescales --example staircase`` with :func:`_overrides`: ``(Dataset, seconds)``."""
+    from sgdlab.core.config import merge_tables, read_toml
     from sgdlab.two_layer import run
 
     t0 = time.time()
-    eps = EPS_SMALL if small else EPS_FULL
-    ds = run({"problem": {"target": [0.0, 1.0, 1.0, 1.0], "activation": [0.0, 1.0, 1.0, 1.0], "degree": 3},
-              "dynamics": {"eps": 1e-2, "t_max": 0.3, "n_times": 81, "max_steps": 50_000 if small else 100_000},
-              "flow": {"enabled": False}, "sgd": {"enabled": False},
-              "reduced": {"m": 64, "solver": "kvaerno5"},
-              "scan": {"eps": eps, "t_max": 0.3, "d": []}})
+    example = Path(str(resources.files("sgdlab") / "examples" / "timescales" / "staircase.toml"))
+    ds = run(merge_tables(read_toml(example), _overrides(small)))
     return ds, time.time() - t0
 
 
-def _command(small: bool) -> str:
-    eps = ", ".join(f"{e:.0e}" for e in (EPS_SMALL if small else EPS_FULL))
-    return (f"sgdlab timescales --example staircase --set 'scan.eps=[{eps}]' --set dynamics.max_steps=100000 "
-            "--set sgd.enabled=false --set flow.enabled=false (or python -m claims tl_exponents)")
+def _command(small: bool, name: str) -> str:
+    return cli_command("timescales", "staircase", _overrides(small)) + f" (or python -m claims {name})"
 
 
 def claim_tl_plateaus(small: bool = False) -> Claim:
@@ -98,7 +103,7 @@ def claim_tl_plateaus(small: bool = False) -> Claim:
         name="tl_plateaus", paper=PAPER,
         claim="The risk plateaus at (1/2) sum_{k >= l} phi_k^2 once the degrees below l are learned: a staircase on "
               "a log-time axis (phi = h1 + h2 + h3: 1.5, 1.0, 0.5, 0).",
-        command=_command(small).replace("tl_exponents", "tl_plateaus"),
+        command=_command(small, "tl_plateaus"),
         numbers=numbers, verdict=verdict, small=small, elapsed_s=time.time() - t0 + cost,
         rule="plateaus detected by the study's criterion (|d log R / d log t| <= 0.05 over >= 0.3 decades) on the "
              "three smallest solved eps and matched to the predictions; a detected level agrees when within 2x half "
@@ -175,7 +180,7 @@ def claim_tl_exponents(small: bool = False) -> Claim:
         name="tl_exponents", paper=PAPER,
         claim="The degree-l half-learning time scales as t_l ~ eps^(1/(2l)) (degree 1 up to a log(1/eps) factor): "
               "exponents 1/2, 1/4, 1/6 for the staircase target.",
-        command=_command(small),
+        command=_command(small, "tl_exponents"),
         numbers=numbers, verdict=verdict, small=small, elapsed_s=time.time() - t0 + cost,
         rule="a fitted exponent agrees when its 95% interval contains 1/(2l). reproduced iff all three agree over the "
              f"whole scan, and the degree-3 exponent over eps <= {SPLIT:.0e} contains 1/6 and is closer to it than over "

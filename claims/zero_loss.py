@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claims.record import Claim, Number, mean_se, z_score
+from claims.record import Claim, Number, cli_command, mean_se, z_score
 
 PAPER = "zero_loss"
 
@@ -29,11 +29,13 @@ def _example(name: str) -> dict:
     return read_toml(Path(str(resources.files("sgdlab") / "examples" / "manifold" / f"{name}.toml")))
 
 
-def _run(name: str, over: dict):
-    """``sgdlab manifold --example NAME`` with the keys of ``over`` set (as ``--set`` does)."""
+def _run(name: str, over: dict, commands: list[str]):
+    """``sgdlab manifold --example NAME`` with the keys of ``over`` set (as ``--set`` does); the
+    equivalent command line is appended to ``commands``."""
     from sgdlab import manifold
     from sgdlab.core.config import merge_tables
 
+    commands.append(cli_command("manifold", name, over))
     return manifold.run(merge_tables(_example(name), over))
 
 
@@ -66,9 +68,9 @@ def _halving(ds, var, label):
 def claim_manifold_time_scales(small: bool = False) -> Claim:
     """The noise structure sets both the limiting process and its time scale (hyperbola)."""
     t0 = time.time()
-    runs = 64 if small else 256
-    label = _run("hyperbola_label_noise", {"simulation": {"runs": runs}})
-    pgd = _run("hyperbola_perturbed_gd", {"simulation": {"runs": runs}})
+    runs, cmds = (64 if small else 256), []
+    label = _run("hyperbola_label_noise", {"simulation": {"runs": runs}}, cmds)
+    pgd = _run("hyperbola_perturbed_gd", {"simulation": {"runs": runs}}, cmds)
     numbers, oks = [], []
     for ds, name, rate, t1 in ((label, "label noise", 1.0, 1.0), (pgd, "perturbed GD", 2.0, 1.0)):
         lim = _lim(ds, "C").isel(eta=0, seed=0)
@@ -91,7 +93,7 @@ def claim_manifold_time_scales(small: bool = False) -> Claim:
         name="manifold_time_scales", paper=PAPER,
         claim="The structure of the injected noise changes both the limiting process on the zero-loss "
               "manifold and its time scale (label noise: eta^2 sigma^2; perturbed GD: eta sigma^2).",
-        command="sgdlab manifold --example hyperbola_label_noise; sgdlab manifold --example hyperbola_perturbed_gd",
+        command="; ".join(cmds),
         numbers=numbers, verdict=verdict, small=small, elapsed_s=time.time() - t0,
         rule="reproduced iff (i) each limit equals its closed form C0 exp(-rate tau) to 1e-3 (deterministic solver), "
              "(ii) for each noise the simulation's bias is resolved at eta (> 2 s.e.) and its extrapolation "
@@ -122,11 +124,11 @@ def _motion(ds, var, label):
 def claim_manifold_dropout_vs_label(small: bool = False) -> Claim:
     """Dropout and label noise move a two-unit network on different time scales."""
     t0 = time.time()
-    runs = 64 if small else 256
-    drop = _run("two_unit_dropout", {"simulation": {"runs": runs}})
+    runs, cmds = (64 if small else 256), []
+    drop = _run("two_unit_dropout", {"simulation": {"runs": runs}}, cmds)
     # label noise observed on Dropout's time scale eta sigma^2 (forced), and on its own eta^2 sigma^2
-    fast = _run("two_unit_label_noise", {"simulation": {"runs": runs, "tau_max": 3.0}, "limit": {"kind": "non_degenerate"}})
-    slow = _run("two_unit_label_noise", {"simulation": {"runs": runs}})
+    fast = _run("two_unit_label_noise", {"simulation": {"runs": runs, "tau_max": 3.0}, "limit": {"kind": "non_degenerate"}}, cmds)
+    slow = _run("two_unit_label_noise", {"simulation": {"runs": runs}}, cmds)
     numbers = []
     n1, d_drop, _, (ex1, sx1) = _motion(drop, "delta", "Dropout, tau = eta sigma^2 k")
     n2, d_fast, (mf, sf), (ex2, sx2) = _motion(fast, "c1", "label noise, tau = eta sigma^2 k")
@@ -152,8 +154,7 @@ def claim_manifold_dropout_vs_label(small: bool = False) -> Claim:
         name="manifold_dropout_vs_label", paper=PAPER,
         claim="Dropout and label noise evolve on different time scales: Dropout on tau = eta sigma^2 k, label noise "
               "only on tau = eta^2 sigma^2 k (frozen on Dropout's scale).",
-        command="sgdlab manifold --example two_unit_dropout; sgdlab manifold --example two_unit_label_noise "
-                "[--set limit.kind='\"non_degenerate\"'] (or python -m claims manifold_dropout_vs_label)",
+        command="; ".join(cmds),
         numbers=numbers, verdict=verdict, small=small, elapsed_s=time.time() - t0,
         rule="motion = change from the first save to the end; the simulation's is extrapolated to eta = 0 by "
              "2 m(eta/2) - m(eta). reproduced iff (Dropout) the limit moves delta by > 0.1 and the extrapolated "
@@ -171,12 +172,12 @@ def claim_manifold_dropout_vs_label(small: bool = False) -> Claim:
 def claim_manifold_minibatch_trivial(small: bool = False) -> Claim:
     """Minibatch SGD does not move along the zero-loss manifold on either time scale."""
     t0 = time.time()
-    runs = 16 if small else 64
+    runs, cmds = (16 if small else 64), []
     numbers, oks = [], []
     # (limit.kind, time scale, tau_max, tau_save): the first save (100 steps at eta = 0.05) ends the fast phase
     for kind, scale, tmax, tsave in (("non_degenerate", "eta sigma^2 k", 50.0, 10.0), ("degenerate", "eta^2 sigma^2 k", 3.0, 0.5)):
         ds = _run("hyperbola_minibatch", {"simulation": {"runs": runs, "tau_max": tmax, "tau_save": tsave},
-                                          "limit": {"kind": kind}})
+                                          "limit": {"kind": kind}}, cmds)
         c = _sim(ds, "C")
         for e in ds.eta.values:
             ce = c.sel(eta=e)
@@ -198,9 +199,7 @@ def claim_manifold_minibatch_trivial(small: bool = False) -> Claim:
     return Claim(
         name="manifold_minibatch_trivial", paper=PAPER,
         claim="Minibatch SGD is trivial on both time scales: it does not move along the zero-loss manifold.",
-        command="sgdlab manifold --example hyperbola_minibatch --set limit.kind='\"degenerate\"' --set simulation.tau_max=3.0 "
-                "--set simulation.tau_save=0.5 (and limit.kind non_degenerate, tau_max 50, tau_save 10; or python -m claims "
-                "manifold_minibatch_trivial)",
+        command="; ".join(cmds),
         numbers=numbers, verdict=verdict, small=small, elapsed_s=time.time() - t0,
         rule="reproduced iff on both time scales C moves by less than 1e-9 |C| after the fast phase in every run, "
              "and the fast-phase offset from the limit is smaller at eta/2 than at eta.",
