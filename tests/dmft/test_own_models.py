@@ -14,6 +14,7 @@ import dataclasses
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -169,18 +170,17 @@ def test_dmft_and_simulation_agree_with_momentum(nesterov):
 def test_zero_momentum_through_the_momentum_code_is_plain_sgd():
     cfg = load_config(_cfg(simulation={"d": 300, "seeds": 2}, algorithm={"horizon": 1.0}, theory={"samples": 600}))
     # simulator: the momentum step with beta = 0 is the plain step, bit for bit
-    from sgdlab.dmft.experiment import simulation_inputs
-    from sgdlab.dmft.simulation import make_simulator  # noqa: F401  (the public one-seed triple)
     from sgdlab.dmft import simulation as sim_mod
+    from sgdlab.dmft.experiment import simulation_inputs
 
     spec, params = simulation_inputs(cfg)
     key = jax.random.key(3)
-    plain = sim_mod.advance(spec, params, *sim_mod.init(spec, params, key)[:1], key, sim_mod.init(spec, params, key)[1], 10)
-    mspec = dataclasses.replace(spec, momentum=True)
-    data, state = sim_mod.init(mspec, params, key)
-    moving = sim_mod.advance(mspec, params, data, key, state, 10)
+    runs = []
+    for s in (spec, dataclasses.replace(spec, momentum=True)):
+        data, state = sim_mod.init(s, params, key)
+        runs.append(sim_mod.advance(s, params, data, key, state, 10)[1])
     for name in ("m", "q", "train_loss"):
-        np.testing.assert_array_equal(np.asarray(plain[1][name]), np.asarray(moving[1][name]))
+        np.testing.assert_array_equal(np.asarray(runs[0][name]), np.asarray(runs[1][name]))
     # DMFT: the march with momentum switched on and beta = gamma = 0 is the plain march
     problem, dynamics, options = dmft_inputs(cfg)
     skeleton, n_steps, params = _split(problem, dynamics)
@@ -250,3 +250,19 @@ def test_every_dmft_curve_carries_its_standard_error():
     ms = [solve_dmft(problem, dynamics, options._replace(replica=r)).m for r in range(3)]
     np.testing.assert_allclose(ds.m.sel({"method": "dmft"}).isel(seed=0).values, np.mean(ms, axis=0), rtol=1e-12)
     assert SolverOptions().replica == 0
+
+
+@pytest.mark.parametrize("algorithm", ["sgd", "persistent_sgd", "sgf"])
+def test_the_scheduled_chain_at_constant_values_is_the_chain_of_the_algorithm(algorithm):
+    """``steps.step_plan`` builds a per-step chain from ``batch_mask.decorrelation``; with a schedule
+    that keeps eta and b constant it must give the chain of ``batch_mask.mask_chain``."""
+    from sgdlab.core.schedule import Schedule
+    from sgdlab.dmft.batch_mask import mask_chain
+    from sgdlab.dmft.steps import step_plan
+
+    keep = Schedule(kind="function", function=lambda k: jnp.full(k.shape, 0.1))
+    plan = step_plan(algorithm, 0.1, 0.3, 2.0, 2.0, keep, Schedule())
+    chain = mask_chain(algorithm, 0.1, 0.3, 2.0)
+    np.testing.assert_allclose(plan.p_on, chain.p_on, rtol=1e-12)
+    np.testing.assert_allclose(plan.p_off, chain.p_off, rtol=1e-12)
+    assert plan.n_steps == 20

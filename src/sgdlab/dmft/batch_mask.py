@@ -80,6 +80,22 @@ def mask_chain(algorithm: str, eta: float, b: float = 1.0, tau: float | None = N
     raise ValueError(f"unknown algorithm {algorithm!r} for a batch mask")
 
 
+def decorrelation(algorithm: str, eta, b, tau):
+    """``r = p_on + p_off``, the per-step decorrelation of the chain (elementwise in arrays):
+    ``1`` for ``sgd``, ``eta / (b tau)`` for ``persistent_sgd``, ``1 - exp(-eta / (b tau))`` for
+    ``sgf``. :mod:`sgdlab.dmft.steps` builds time-varying chains from it (``p_on = b r`` when
+    ``b`` is constant, as in :func:`mask_chain`)."""
+    import numpy as np
+
+    if algorithm == "sgd":
+        return np.ones_like(np.asarray(eta, dtype=float))
+    if algorithm == "persistent_sgd":
+        return np.asarray(eta) / (np.asarray(b) * tau)
+    if algorithm == "sgf":
+        return -np.expm1(-np.asarray(eta) / (np.asarray(b) * tau))
+    raise ValueError(f"unknown algorithm {algorithm!r} for a batch mask")
+
+
 def init_mask(key: jax.Array, chain: MaskChain, n: int) -> jax.Array:
     """Stationary start ``s(0) ~ Bernoulli(b)``: a boolean array of shape ``(n,)``.
 

@@ -19,7 +19,7 @@ Dirac mass of ``loss''`` at a kink).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import jax
@@ -74,11 +74,13 @@ def resolve_loss(value: str | LossFn, key: str = "problem.loss") -> str | LossFn
     return fn
 
 
+@lru_cache(maxsize=64)
 def check_user_loss(fn: LossFn, key: str = "problem.loss") -> None:
     """What the DMFT and the simulators need of a user loss ``fn(y, z)``: JAX-traceable and
     elementwise on ``(n,)`` arrays, finite with finite ``loss'``, ``loss''`` on labels ``+-1`` and
     outputs ``z in [-8, 8]``, and ``loss'`` continuous in ``z`` (piecewise-smooth losses such as the
-    squared hinge pass; a kink such as ``max(0, 1 - y z)`` is refused)."""
+    squared hinge pass; a kink such as ``max(0, 1 - y z)`` is refused). A function that passed is
+    not checked again (every point of a sweep validates its config; the check compiles once)."""
     import numpy as np
 
     from sgdlab.core.functions import check_continuous_derivative, check_traceable

@@ -72,7 +72,7 @@ def step_plan(algorithm: str, eta: float, b: float, tau: float | None, horizon: 
     """The :class:`StepPlan` of an algorithm (``gd, sgd, persistent_sgd, sgf, langevin``);
     ``ValueError`` naming the key when a transition probability leaves ``[0, 1]`` or a value
     leaves its range."""
-    from sgdlab.dmft.batch_mask import mask_chain
+    from sgdlab.dmft.batch_mask import decorrelation, mask_chain
 
     if eta_schedule.is_constant and b_schedule.is_constant:
         n = int(horizon / eta + 1e-9)
@@ -91,14 +91,9 @@ def step_plan(algorithm: str, eta: float, b: float, tau: float | None, horizon: 
             raise ValueError("schedule.batch_fraction belongs to minibatch algorithms; gd uses every sample")
         ones = np.ones(n)
         return StepPlan(n, times, etas, np.ones(n + 1), ones, 0.0 * ones)
-    if kind == "sgd":
-        rate = np.ones(n)
-    elif tau is None:
+    if kind != "sgd" and tau is None:
         raise ValueError(f"persistence_time is required for {algorithm} with batch_fraction < 1")
-    elif kind == "persistent_sgd":
-        rate = etas / (bs[:-1] * tau)
-    else:  # sgf: the exact step of the telegraph process
-        rate = -np.expm1(-etas / (bs[:-1] * tau))
+    rate = decorrelation(kind, etas, bs[:-1], tau)
     p_on = bs[1:] - bs[:-1] * (1.0 - rate)
     p_off = rate - p_on
     tol = 1e-12
