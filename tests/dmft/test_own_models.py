@@ -266,3 +266,27 @@ def test_the_scheduled_chain_at_constant_values_is_the_chain_of_the_algorithm(al
     np.testing.assert_allclose(plan.p_on, chain.p_on, rtol=1e-12)
     np.testing.assert_allclose(plan.p_off, chain.p_off, rtol=1e-12)
     assert plan.n_steps == 20
+
+
+@pytest.mark.parametrize(
+    "section, values, words",
+    [
+        ("algorithm", {"momentum": 1.0}, "algorithm.momentum"),
+        ("algorithm", {"momentum": -0.1}, "algorithm.momentum"),
+        ("algorithm", {"nesterov": True}, "nesterov = true needs a momentum > 0"),
+        ("algorithm", {"momentum": "0.5"}, "algorithm.momentum"),
+        ("theory", {"solves": 1}, "theory.solves"),
+        ("theory", {"solves": 1000}, "theory.solves"),
+    ],
+)
+def test_bad_momentum_and_solves_are_refused_naming_the_key(section, values, words):
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        load_config(_cfg(**{section: values}))
+
+
+@pytest.mark.parametrize("extra", [{"momentum": 0.5}, {"schedule": {"eta": {"kind": "cosine", "scale": 100, "final": 0.5}}}])
+def test_the_noise_study_refuses_schedules_and_momentum(extra):
+    from sgdlab.dmft.noise import load_noise_config
+
+    with pytest.raises(ConfigError, match="stationary state at a constant step"):
+        load_noise_config({"algorithm": extra})

@@ -33,6 +33,9 @@ def plot_order_parameters(ds: xr.Dataset, variables=ORDER_PARAMETER_PANELS, titl
     fig, axes = subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     t = ds["t"].values
+    steps = np.diff(t)
+    constant = steps.size == 0 or np.allclose(steps, steps[0], rtol=1e-9)
+    xlabel = r"time $t = k\eta$" if constant else r"time $t_k = \sum_{j<k}\eta_j$ (step-size schedule)"
     for ax, var in zip(axes.flat, variables):
         for i, method in enumerate(map(str, ds["method"].values)):
             da = ds[var].isel(method=i)
@@ -56,7 +59,7 @@ def plot_order_parameters(ds: xr.Dataset, variables=ORDER_PARAMETER_PANELS, titl
                     label = f"{method} (± s.e., {ds.attrs.get('dmft_solves', '?')} solves)"
                 ax.plot(t, line, color=color, lw=1.5, ls="--" if method != "sim" else "-", label=label)
         ax.set_title(TITLES.get(var, var), fontsize=10)
-        ax.set_xlabel(r"time $t = k\eta$")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(variables):]:
         ax.set_visible(False)
