@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 
-SECTIONS = ("simulator", "memory", "dmft", "commands", "sweep", "sde", "timescales", "peers")
+SECTIONS = ("simulator", "memory", "dmft", "own_models", "commands", "sweep", "sde", "timescales", "peers")
 QUICK = ("simulator", "memory", "dmft", "commands", "sweep", "peers")
 PEERS = {"nn2pp": "nn2pp (committee ODEs, Goldt et al.)", "pyscm": "pyscm (soft committee machine ODEs)"}
 
@@ -59,6 +59,9 @@ def run_section(name: str, args) -> list[str]:
         from benchmarks.bench_dmft import section_dmft
         long_steps = None if args.dmft_long is None else tuple(int(x) for x in args.dmft_long.split(",") if x)
         return section_dmft(args.quick, long_steps)
+    if name == "own_models":
+        from benchmarks.bench_own_models import section_own_models
+        return section_own_models(args.quick)
     if name == "commands":
         from benchmarks.bench_first_result import section_commands
         return section_commands(args.quick, args.runs)

@@ -13,6 +13,7 @@ momentum (``beta = 0.6``). Prints the ratio of each to the plain run, measured i
 
 Usage::
 
+    python -m benchmarks --only own_models           # the same, as a section of the runner
     python benchmarks/bench_own_models.py            # d = 2000, 8 seeds, N = 10000
     python benchmarks/bench_own_models.py --quick    # d = 500, 4 seeds, N = 3000
 """
@@ -20,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
 
 VARIANTS = {
     "plain": {},
@@ -43,19 +43,10 @@ def _config(extra: dict, d: int, seeds: int, samples: int, horizon: float):
     })
 
 
-def _best(fn, repeats: int) -> float:
-    fn()  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def run(quick: bool = False, repeats: int = 3) -> list[dict]:
     """Rows ``{variant, steps, dmft_s, dmft_ratio, sim_s, sim_ratio}`` (ratios to ``plain``)."""
     import sgdlab  # noqa: F401  (float64, compilation cache)
+    from benchmarks.common import best_time
     from sgdlab.dmft.experiment import dmft_inputs, simulate
     from sgdlab.dmft.solver import solve_dmft
 
@@ -67,8 +58,8 @@ def run(quick: bool = False, repeats: int = 3) -> list[dict]:
             horizon = sum(0.1 / (1 + k / 50) for k in range(150)) - 1e-9  # the same 150 steps
         cfg = _config(extra, d, seeds, samples, horizon)
         problem, dynamics, options = dmft_inputs(cfg)
-        dmft_s = _best(lambda: solve_dmft(problem, dynamics, options), repeats)
-        sim_s = _best(lambda: simulate(cfg), repeats)
+        dmft_s = best_time(lambda: solve_dmft(problem, dynamics, options), repeats)[1]
+        sim_s = best_time(lambda: simulate(cfg), repeats)[1]
         rows.append({"variant": name, "steps": cfg.algorithm.n_steps, "dmft_s": dmft_s, "sim_s": sim_s})
     for row in rows:
         row["dmft_ratio"] = row["dmft_s"] / rows[0]["dmft_s"]
@@ -76,16 +67,27 @@ def run(quick: bool = False, repeats: int = 3) -> list[dict]:
     return rows
 
 
+def section_own_models(quick: bool = False, repeats: int = 3) -> list[str]:
+    """The ratio table of the module doc (a section of ``python -m benchmarks``)."""
+    from benchmarks.common import table
+
+    rows = run(quick, repeats)
+    return [table("Schedules and momentum: cost relative to the plain run (warm)",
+                  ["variant", "steps", "DMFT solve (s)", "ratio", "simulation (s)", "ratio"],
+                  [[r["variant"], r["steps"], r["dmft_s"], r["dmft_ratio"], r["sim_s"], r["sim_ratio"]] for r in rows])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    rows = run(args.quick, args.repeats)
-    print(f"{'variant':32s} {'steps':>5s} {'DMFT solve':>11s} {'ratio':>6s} {'simulation':>11s} {'ratio':>6s}")
-    for r in rows:
-        print(f"{r['variant']:32s} {r['steps']:5d} {r['dmft_s']:10.3f}s {r['dmft_ratio']:6.2f} {r['sim_s']:10.3f}s {r['sim_ratio']:6.2f}")
+    section_own_models(args.quick, args.repeats)
 
 
 if __name__ == "__main__":
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     main()

@@ -8,7 +8,6 @@ runs the sweep on the one engine. Orchestration only: no numerics here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 

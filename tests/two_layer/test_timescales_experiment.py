@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from sgdlab.cli import app
 from sgdlab.core import store
 from sgdlab.core.command import CommonOptions, config_source, run_study_command
-from sgdlab.core.config import merge_tables, read_toml
 from sgdlab.core.errors import ConfigError
 from sgdlab.two_layer.command import STUDY
 from sgdlab.two_layer.config import TimescalesConfig, load_config

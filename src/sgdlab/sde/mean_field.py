@@ -31,13 +31,10 @@ Per-sample risk ``R_theta(mu) = (y - h_mu(z))^2 / 2`` for ``theta = (z, y)``; it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sgdlab.sde.models import SDE, SMF, sde_for
 from sgdlab.sde.observables import STREAM_SDE, feature_sums
@@ -58,7 +55,7 @@ from sgdlab.sde.network import (  # noqa: F401  (re-exported: the model of this 
     teacher_network,
     unit,
 )
-from sgdlab.sde.problems import FiniteSumProblem, n_steps_of
+from sgdlab.sde.problems import n_steps_of
 from sgdlab.sde.solvers import simulate_features
 
 Array = jax.Array

@@ -270,7 +270,7 @@ class TimescalesConfig(ExperimentConfig):
         power of two, and the result), the initial ``m x d`` vectors when ``d <= m + 1000`` and, for
         the implicit solver (``m <= 24``), 8 copies of its Jacobian. Reduced: the saved observables
         twice and 8 copies of the ``(2m)^2`` Jacobian. Checked against XLA's memory analysis of the
-        compiled programs (tests/two_layer/test_run_fuzz.py): 1.2-2x above it."""
+        compiled programs (tests/two_layer/test_two_layer_run_fuzz.py): 1.2-2x above it."""
         K, out = self.problem.degree, []
         bucket = lambda n: max(16, 1 << (int(n) - 1).bit_length())  # noqa: E731  (flow.padded_times)
         if self.sgd.enabled:
