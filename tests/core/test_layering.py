@@ -39,7 +39,7 @@ ROLES = {
     },
     "manifold": {
         "model": {"models"},
-        "simulator": {"noise"},
+        "simulator": {"noise", "user_noise"},
         "theory": {"limit", "spectral"},
         "study": {"__init__", "config", "experiment", "plot", "command"},
     },

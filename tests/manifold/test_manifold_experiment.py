@@ -42,7 +42,7 @@ TINY = {
         ({"noise": {"name": "label_noise", "sigma": 1.0, "distribution": "bernoulli"}}, r"noise\.distribution='bernoulli' is not allowed for label_noise; allowed: gaussian, rademacher"),
         ({"noise": {"name": "minibatch_sgd", "batch_size": 1, "sigma_scaling": "sqrt_eta"}}, r"noise\.sigma_scaling must be 'fixed' for minibatch_sgd"),
         ({"noise": {"name": "label_noise", "sigma": 1.0, "sigma_scaling": "sqrt_alpha"}}, r"noise\.sigma_scaling: Input should be 'fixed' or 'sqrt_eta'"),
-        ({"noise": {"name": "adam", "sigma": 1.0}}, r"noise\.name: Input should be 'label_noise', 'dropout'"),
+        ({"noise": {"name": "adam", "sigma": 1.0}}, r"noise\.name: .adam.; allowed: label_noise, dropout"),
         ({"noise": {"name": "dropout", "sigma": 0.2}}, r"noise\.name = 'dropout' needs hidden units; model\.name = 'hyperbola' has none"),
         ({"model": {"name": "hyperbola", "n": 3}, "noise": {"name": "minibatch_sgd", "batch_size": 4}}, r"noise\.batch_size=4 must be in \[1, n - 1 = 2\]"),
         ({"model": {"name": "hyperbola", "d": 5}, "noise": {"sigma": 1.0}}, r"model\.d belongs to the diagonal model\(s\), not to model\.name = 'hyperbola'"),

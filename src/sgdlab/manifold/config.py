@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from sgdlab.core.config import ExperimentConfig, Section, validate_config
 
@@ -39,7 +39,8 @@ __all__ = [
     "load_config",
 ]
 
-NoiseName = Literal["label_noise", "dropout", "dropconnect", "perturbed_gd", "anticorrelated_perturbed_gd", "sgld", "minibatch_sgd"]
+#: the built-in noises (:data:`sgdlab.manifold.noise.NOISE_NAMES`; a test checks they agree)
+NOISE_NAMES = ("label_noise", "dropout", "dropconnect", "perturbed_gd", "anticorrelated_perturbed_gd", "sgld", "minibatch_sgd")
 
 #: the limit solver's defaults (:data:`sgdlab.manifold.limit.PHI_TOL`, ``RANK_RTOL``; a test checks
 #: they agree), written here so that loading a config does not import the solver
@@ -134,14 +135,53 @@ class ManifoldModelConfig(Section):
 class ManifoldNoiseConfig(Section):
     """``[noise]``: the injected noise and its scale."""
 
-    name: NoiseName = "label_noise"
+    name: Any = Field("label_noise", description="label_noise, dropout, dropconnect, perturbed_gd, anticorrelated_perturbed_gd, sgld, "
+                      "minibatch_sgd, a 'package.module:factory' string or a callable factory(sigma) -> NoiseInjection")
     sigma: float | None = Field(None, gt=0, le=100, description="noise scale sigma (at etas[0]), in (0, 100]; not for minibatch_sgd")
     sigma_scaling: Literal["fixed", "sqrt_eta"] = "fixed"
     distribution: Literal["gaussian", "rademacher", "bernoulli"] | None = None
     batch_size: int | None = Field(None, ge=1, description="minibatch size b, in [1, n]; minibatch_sgd only")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not (isinstance(v, str) or callable(v)):
+            raise ValueError(f"name = {v!r}; allowed: {', '.join(NOISE_NAMES)}, a 'package.module:factory' string or a callable")
+        from sgdlab.core.functions import FunctionError
+        from sgdlab.manifold.user_noise import resolve_noise
+
+        try:
+            return resolve_noise(v, key="name")
+        except FunctionError as err:
+            raise ValueError(str(err).removeprefix("name = ").removeprefix("name: ")) from None
+
+    @field_serializer("name", when_used="json")
+    def _name_text(self, v):
+        from sgdlab.core.functions import spec_of
+
+        return spec_of(v)
+
+    @property
+    def builtin(self) -> bool:
+        """Whether ``name`` is one of the built-in noises (else a user factory)."""
+        return isinstance(self.name, str)
+
+    @property
+    def label(self) -> str:
+        """``name`` as text (a user factory: its import string)."""
+        from sgdlab.core.functions import spec_of
+
+        return self.name if self.builtin else spec_of(self.name)
+
     @model_validator(mode="after")
     def _cross_checks(self):
+        if not self.builtin:
+            if self.sigma is None:
+                raise ValueError(f"noise.sigma is required for the noise {self.label}")
+            for extra in ("batch_size", "distribution"):
+                if getattr(self, extra) is not None:
+                    raise ValueError(f"noise.{extra} belongs to the built-in noises; a user noise ({self.label}) sets its own law in its factory")
+            return self
         if self.name == "minibatch_sgd":
             if self.batch_size is None:
                 raise ValueError("noise.batch_size is required for minibatch_sgd (sigma^2 = n/b - 1 follows from it)")
@@ -236,7 +276,17 @@ class ManifoldConfig(ExperimentConfig):
             if self.noise.batch_size >= n:
                 raise ValueError(f"noise.batch_size={self.noise.batch_size} must be in [1, n - 1 = {n - 1}] (model.n = {n} samples; "
                                  "b = n is full-batch GD: sigma^2 = n/b - 1 = 0, no noise and no slow motion)")
-        why = self.memory_problem(stochastic_limit=self.noise.name in STOCHASTIC_LIMITS and self.limit.kind in ("auto", "degenerate"))
+        if not self.noise.builtin:  # the factory checked against this model (shapes, correlation, moments)
+            from sgdlab.core.functions import FunctionError
+            from sgdlab.manifold.noise import Sizes
+            from sgdlab.manifold.user_noise import check_user_noise
+
+            try:
+                check_user_noise(self.noise.name, Sizes(self.model.n_samples, self.model.n_units, self.model.n_params), "noise.name")
+            except FunctionError as err:
+                raise ValueError(str(err)) from None
+        stochastic = (not self.noise.builtin or self.noise.name in STOCHASTIC_LIMITS) and self.limit.kind in ("auto", "degenerate")
+        why = self.memory_problem(stochastic_limit=stochastic)
         if why is not None:
             raise ValueError(why)
         return self
@@ -263,7 +313,13 @@ class ManifoldConfig(ExperimentConfig):
         """
         mc, sim = self.model, self.simulation
         p, n, u, O = mc.n_params, mc.n_samples, mc.n_units, mc.n_observables
-        m = {"label_noise": n, "minibatch_sgd": n, "dropout": u}.get(self.noise.name, p)
+        if self.noise.builtin:
+            m = {"label_noise": n, "minibatch_sgd": n, "dropout": u}.get(self.noise.name, p)
+        else:  # the factory's own dimension (checked, and cached, by the cross-section validator)
+            from sgdlab.manifold.noise import Sizes
+            from sgdlab.manifold.user_noise import check_user_noise
+
+            m = check_user_noise(self.noise.name, Sizes(n, u, p), "noise.name")
         h = (mc.width or 3) if mc.name == "tanh" else 1
         R, E, T = sim.runs, len(sim.etas), sim.n_saves + 1
         paths = R if stochastic_limit else 1

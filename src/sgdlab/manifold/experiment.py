@@ -1,6 +1,6 @@
 """Noisy GD near the zero-loss set, beside its slow limit: :func:`run` and the Dataset.
 
-Orchestration for spec 04 (Shalova, Schlichting, Peletier 2024; Li, Wang, Arora 2022): the only
+Orchestration for the zero-loss-manifold study (``docs/manifold.md``; Shalova, Schlichting, Peletier 2024; Li, Wang, Arora 2022): the only
 place where a simulation (:mod:`sgdlab.manifold.noise`) and its limit
 (:mod:`sgdlab.manifold.limit`) meet. For every step size ``eta`` of ``simulation.etas`` (the
 paper's alpha) the noisy algorithm runs ``simulation.runs`` independent runs from ``model.init``;
@@ -229,7 +229,7 @@ def _dataset(cfg, model, limit, kind, names, sim_out, lim_obs, sigmas, units, st
     attrs = provenance(cfg, study=STUDY_NAME, status=status)
     attrs.update(
         model=model.description,
-        noise=cfg.noise.name,
+        noise=cfg.noise.label,
         noise_kind=kind,
         time_scale=limit.noise.time_scale,
         limit_stochastic=int(limit.noise.stochastic and kind == mf.DEGENERATE),

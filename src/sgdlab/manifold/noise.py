@@ -1,8 +1,8 @@
 """Noisy gradient descent by noise injection: composable noise pieces and the pure step.
 
 Source: Shalova, Schlichting, Peletier, "Singular-limit analysis of gradient descent with noise
-injection", arXiv 2404.12293 (2024), eq. (1.2) and section 5; sgdlab spec
-``04_zero_loss_manifold.md``. One step is::
+injection", arXiv 2404.12293 (2024), eq. (1.2) and section 5; documentation
+``docs/manifold.md``. One step is::
 
     w_{k+1} = w_k - eta grad_w L_hat(w_k, zeta_k),     L_hat(w, 0) = L(w),
 
@@ -399,9 +399,15 @@ def run_keys(seed: int, n_runs: int, salt: int = 0) -> Array:
     return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(n_runs))
 
 
-def make_injection(name: str, sigma: float = 0.0, *, distribution: str | None = None, batch_size: int | None = None, n_samples: int | None = None) -> NoiseInjection:
+def make_injection(name: str | Callable[[float], NoiseInjection], sigma: float = 0.0, *, distribution: str | None = None,
+                   batch_size: int | None = None, n_samples: int | None = None) -> NoiseInjection:
     """The injection ``name`` (one of :data:`NOISE_NAMES` except the anti-correlated one, which is
-    an algorithm; asking for it returns :func:`weight_perturbation`, its ``z``-variable form)."""
+    an algorithm; asking for it returns :func:`weight_perturbation`, its ``z``-variable form), or
+    ``name(sigma)`` for a user factory (see :mod:`sgdlab.manifold.user_noise`)."""
+    if callable(name):
+        from sgdlab.manifold.user_noise import user_injection
+
+        return user_injection(name, sigma)
     if name == "label_noise":
         return label_noise(sigma, distribution or "gaussian")
     if name == "dropout":
