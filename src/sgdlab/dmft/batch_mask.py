@@ -1,7 +1,7 @@
 """The batch-mask Markov chain ``s_mu(k) in {0, 1}`` of GD, SGD, persistent SGD and SGF.
 
 Source: Mignacco, Krzakala, Urbani, Zdeborova, NeurIPS 2020 (arXiv 2006.06098), persistent SGD;
-sgdlab spec ``01_gaussian_mixture_dmft.md`` (section Algorithms).
+documentation ``docs/dmft.md``.
 
 Each sample's mask is an independent two-state chain started from its stationary law
 ``s(0) ~ Bernoulli(b)`` and moved once per step with

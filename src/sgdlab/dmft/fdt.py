@@ -1,7 +1,7 @@
 """Effective temperature of a stationary dynamics from the fluctuation-dissipation relation (FDT).
 
 Source: F. Mignacco, P. Urbani, "The effective noise of stochastic gradient descent",
-J. Stat. Mech. (2022) 083405, arXiv:2112.10852; sgdlab spec ``02_effective_noise.md``.
+J. Stat. Mech. (2022) 083405, arXiv:2112.10852; documentation ``docs/effective_noise.md``.
 
 Conventions (those of :mod:`sgdlab.dmft.solver`)
 -------------------------------------------------

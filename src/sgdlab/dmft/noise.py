@@ -1,7 +1,7 @@
 """The effective-noise study (``sgdlab noise``): FDT temperature, replica distance, margins.
 
 Source: F. Mignacco, P. Urbani, "The effective noise of stochastic gradient descent",
-J. Stat. Mech. (2022) 083405, arXiv:2112.10852; sgdlab spec ``02_effective_noise.md``.
+J. Stat. Mech. (2022) 083405, arXiv:2112.10852; documentation ``docs/effective_noise.md``.
 
 A config of the study (:class:`NoiseStudyConfig`) is a Gaussian-mixture config
 (:class:`sgdlab.dmft.config.Config`) plus a ``[noise]`` table (:class:`NoiseConfig`).

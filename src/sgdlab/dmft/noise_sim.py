@@ -1,7 +1,7 @@
 """Simulator measurements of the effective noise of SGD: replica pairs, linear response, margins.
 
 Source: F. Mignacco, P. Urbani, "The effective noise of stochastic gradient descent",
-J. Stat. Mech. (2022) 083405, arXiv:2112.10852; sgdlab spec ``02_effective_noise.md``.
+J. Stat. Mech. (2022) 083405, arXiv:2112.10852; documentation ``docs/effective_noise.md``.
 
 A simulator module: pure JAX on top of :mod:`sgdlab.dmft.simulation` (same data, init, random
 streams and the one step :func:`~sgdlab.dmft.simulation.step_streams`); no theory here (the

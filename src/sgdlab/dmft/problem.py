@@ -2,7 +2,7 @@
 
 Source: Mignacco, Krzakala, Urbani, Zdeborova, "Dynamical mean-field theory for stochastic
 gradient descent in Gaussian mixture classification", NeurIPS 2020 (arXiv 2006.06098); sgdlab
-spec ``01_gaussian_mixture_dmft.md``.
+documentation ``docs/dmft.md``.
 
 Data (``n = round(alpha d)`` samples in dimension ``d``)::
 

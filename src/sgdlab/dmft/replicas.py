@@ -9,7 +9,7 @@ Sources
   equations for the perceptron model", J. Phys. A 51 (2018) 085002 (DMFT for several coupled
   replicas: the replica-off-diagonal correlation and the replica-diagonal response);
 - :mod:`sgdlab.dmft.solver` (the replica-symmetric solution and its conventions, reused here);
-- sgdlab spec ``02_effective_noise.md``.
+- the documentation page ``docs/effective_noise.md``.
 
 Setting
 -------

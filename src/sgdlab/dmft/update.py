@@ -1,6 +1,6 @@
 """The (noisy) gradient update shared by GD, SGD, persistent SGD, SGF and Langevin.
 
-Source: sgdlab spec ``01_gaussian_mixture_dmft.md`` (section Algorithms). With the batch mask
+Source: ``docs/dmft.md`` (the algorithms). With the batch mask
 ``s`` and the *data gradient* ``g = sum_mu s_mu loss'(y_mu, h_mu) d h_mu / d w`` supplied by the
 model, one step is::
 

@@ -4,8 +4,8 @@ Sources: Shalova, Schlichting, Peletier, "Singular-limit analysis of gradient de
 injection", arXiv 2404.12293 (2024) (the non-degenerate and degenerate limit theorems: the two
 time scales, ``Reg`` and ``D``; their examples); Li, Wang, Arora, "What happens after SGD reaches
 zero loss?", ICLR 2022 (section 4: derivatives of ``Phi`` and the limiting diffusion via
-Katzenberger's theorem; section 5: label noise); Katzenberger, Ann. Probab. 19 (1991). sgdlab spec
-``04_zero_loss_manifold.md``.
+Katzenberger's theorem; section 5: label noise); Katzenberger, Ann. Probab. 19 (1991). Documentation:
+``docs/manifold.md``.
 
 Setting. ``w_{k+1} = w_k - eta grad_w L_hat(w_k, zeta_k)``, ``L_hat(w, 0) = L(w)``, ``zeta_k`` of
 mean 0 and covariance ``sigma^2 R`` (``R`` the correlation, the identity unless stated); ``eta`` is

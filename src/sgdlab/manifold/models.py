@@ -1,6 +1,6 @@
-"""Models whose zero-loss set is a manifold: the toys of spec 04 and two small networks.
+"""Models whose zero-loss set is a manifold: the toy losses of Shalova et al. and two small networks.
 
-Source: sgdlab spec ``04_zero_loss_manifold.md``; Shalova, Schlichting, Peletier, "Singular-limit
+Source: ``docs/manifold.md``; Shalova, Schlichting, Peletier, "Singular-limit
 analysis of gradient descent with noise injection", arXiv 2404.12293 (2024), section 5 (the
 hyperbola and the two-unit network are their examples); Li, Wang, Arora, "What happens after SGD
 reaches zero loss?", ICLR 2022 (diagonal linear networks, label noise -> sparsity).
@@ -11,7 +11,7 @@ Conventions (every model):
 - a model is a JAX function ``apply(w, x, unit_scale) -> f`` with ``x`` of shape ``(n, d_in)``,
   ``unit_scale`` of shape ``(u,)`` (one multiplier per hidden unit, all ones without Dropout; ``u``
   may be 0) and outputs ``f`` of shape ``(n,)``;
-- the loss is the mean square error ``L(w) = (1/2n) sum_i (f_i(w) - y_i)^2`` (spec 04), so the
+- the loss is the mean square error ``L(w) = (1/2n) sum_i (f_i(w) - y_i)^2`` (Shalova et al., section 5), so the
   zero-loss set is ``Gamma = {f_i(w) = y_i for all i}``; on ``Gamma`` the Hessian is the
   Gauss-Newton matrix ``H = (1/n) J^T J`` with ``J = d f / d w`` of shape ``(n, p)``;
 - ``observables`` maps names to scalar functions of ``w`` (the coordinates the closed forms use).

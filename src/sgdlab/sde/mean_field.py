@@ -1,7 +1,7 @@
 """Distribution-dependent stochastic modified flow for mean-field two-layer networks.
 
 Source: Gess, Kassing, Konarovskyi, JMLR 25 (2024), the distribution-dependent SMF (their
-Section 2.3); spec 03, section "Distribution-dependent SMF".
+Section 2.3); ``docs/sde.md``, section "Mean-field two-layer networks".
 
 Network: neurons ``x_i = (a_i, w_i) in R^p``, ``p = 1 + q``; unit ``Phi(x, z) = a act(w.z)``;
 output ``h_mu(z) = int Phi(x, z) mu(dx)``, for ``N`` particles ``mu = (1/N) sum_i delta_{x_i}``.

@@ -1,7 +1,7 @@
 """Continuous models of SGD as data, and their drift / diffusion on a finite-sum problem.
 
 Source: Gess, Kassing, Konarovskyi, JMLR 25 (2024) (SMF, their eq. (1.4) in the finite-data form
-of spec 03); Li, Tai, E, JMLR 2019 (SME-1, SME-2); Li, Malladi, Arora, NeurIPS 2021 (SVAG).
+of ``docs/sde.md``); Li, Tai, E, JMLR 2019 (SME-1, SME-2); Li, Malladi, Arora, NeurIPS 2021 (SVAG).
 
 With ``F = (1/n) sum_i f_i``, batch size ``B`` and learning rate ``eta`` (time ``t = k eta``):
 

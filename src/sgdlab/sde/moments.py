@@ -9,7 +9,7 @@ everything is read off ``P = E[z z^T] (D, D)``: ``P[0, block k]`` is ``E x^k`` a
 ``P[block k, block l]`` is ``E x^k (x^l)^T``. Vectorisation is row-major, so
 ``vec(M P M^T) = (M kron M) vec(P)``.
 
-- **SGD** (spec 03, "SGD and its noise"): one step is ``z <- M_theta z`` with
+- **SGD** (``docs/sde.md``, "Problems"): one step is ``z <- M_theta z`` with
   ``M_theta = [[1, 0], [eta b_theta, I - eta A_theta]]`` on every copy (the same sample for all
   copies); with a batch of ``B`` drawn with replacement ``M`` is the mean of ``B`` i.i.d. ``M_theta``,
   so ``E[M kron M] = E[M_th kron M_th]/B + (1 - 1/B) Mbar kron Mbar`` and after ``N = T/eta`` steps

@@ -1,7 +1,7 @@
 """Finite-sum problems for SGD: a per-sample loss ``f(x, theta)`` as a JAX function, ``n`` samples
 and a batch size ``B``.
 
-Conventions (spec ``03_stochastic_modified_flows.md``, section "SGD and its noise"):
+Conventions (documentation page ``docs/sde.md``, section "Problems"):
 
 - parameters ``x`` have shape ``(d,)``; one sample ``theta`` is a pytree (one slice of
   ``samples``, whose leaves have a leading axis of length ``n``);

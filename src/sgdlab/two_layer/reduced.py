@@ -1,5 +1,5 @@
 """The reduced ``(a, s)`` dynamics of BMZ: ``d = inf``, then the ``m -> inf`` law sampled by ``m``
-particles (spec 05; Berthier, Montanari & Zhou, FoCM 2024, eq. (3.2))::
+particles (``docs/timescales.md``; Berthier, Montanari & Zhou, FoCM 2024, eq. (3.2))::
 
     eps a_i' = sum_k sigma_k s_i^k r_k,   s_i' = (1 - s_i^2) a_i sum_{k>=1} k sigma_k s_i^{k-1} r_k,
     r_k = phi_k - sigma_k M_k,  M_k = (1/m) sum_j a_j s_j^k,  R = (1/2) sum_k r_k^2.

@@ -1,4 +1,4 @@
-"""Online and finite-data SGD / GD for wide two-layer networks on single-index targets (BMZ, spec 05).
+"""Online and finite-data SGD / GD for wide two-layer networks on single-index targets (Berthier, Montanari, Zhou 2024; ``docs/timescales.md``).
 
 The stochastic and finite-sample versions of the two-learning-rate, mean-field-scaled population
 flow of :mod:`sgdlab.two_layer.flow` (Berthier, Montanari & Zhou, FoCM 2024, eq. (2.4)):
