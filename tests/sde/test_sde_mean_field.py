@@ -26,8 +26,9 @@ def linear_net():
     return mf.make_network(z, y, "linear")
 
 
-@pytest.mark.parametrize("activation", ["linear", "tanh"])
+@pytest.mark.parametrize("activation", ["linear", "tanh", jnp.sin, "jax.numpy:arctan"])
 def test_explicit_distribution_dependent_smf_equals_lifted_smf(activation):
+    """Built-in activations, a callable and an import string (activations of one's own)."""
     net = mf.teacher_network(0, 5, 2, activation=activation, noise=0.3)
     N, eta = 4, 0.1
     x0 = jnp.asarray(mf.init_particles(1, N, net.unit_dim))
@@ -121,3 +122,30 @@ def test_common_noise_does_not_average_out_with_width():
     assert np.all(ds.second_layer_overlap_var.sel(process="pde").values == 0)
     assert np.all(np.abs(v_smf - v_sgd) < 4.5 * v_se + 0.25 * v_sgd), (v_smf, v_sgd, v_se)
     assert v_sgd[-1] > 0.3 * v_sgd[0]  # 1/N decay would give 1/16
+
+
+def test_an_activation_of_one_s_own_is_the_built_in_one_bit_for_bit():
+    own = mf.teacher_network(0, 5, 2, activation=lambda u: jnp.tanh(u), noise=0.3)
+    builtin = mf.teacher_network(0, 5, 2, activation="tanh", noise=0.3)
+    np.testing.assert_allclose(own.targets, builtin.targets, rtol=1e-15)
+    # the teacher's targets are NumPy's tanh for the built-in, XLA's for a callable (equal to rounding);
+    # on the same data the dynamics are the same program
+    own = mf.make_network(builtin.features, builtin.targets, lambda u: jnp.tanh(u))
+    x0 = jnp.asarray(mf.init_particles(1, 4, own.unit_dim))
+    np.testing.assert_array_equal(mf.particle_sde(own, 4, 0.1, "smf").drift(x0.ravel()),
+                                  mf.particle_sde(builtin, 4, 0.1, "smf").drift(x0.ravel()))
+
+
+@pytest.mark.parametrize(
+    "activation,words",
+    [
+        ("relu", "activation='relu'; allowed: linear, tanh"),
+        ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
+        (lambda u: float(u[0]) * u, "not JAX-traceable"),
+        (lambda u: jnp.sum(u), "must be elementwise"),
+    ],
+)
+def test_a_bad_activation_is_refused_naming_the_key(activation, words):
+    with pytest.raises(ValueError, match="activation") as err:
+        mf.teacher_network(0, 5, 2, activation=activation)
+    assert words in str(err.value)

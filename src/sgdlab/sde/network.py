@@ -25,10 +25,32 @@ Array = jax.Array
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"linear": lambda u: u, "tanh": jnp.tanh}
 
+#: an activation: a name of :data:`ACTIVATIONS` or a JAX-traceable elementwise callable
+Activation = str | Callable[[Array], Array]
 
-def unit(activation: str, x: Array, z: Array) -> Array:
+
+def activation_fn(activation: Activation) -> Callable[[Array], Array]:
+    """The function of a built-in name, or the user's callable itself."""
+    return activation if callable(activation) else ACTIVATIONS[activation]
+
+
+def check_activation(activation: Activation, key: str = "activation") -> Activation:
+    """A built-in name or a callable (import strings ``"package.module:function"`` are resolved),
+    checked to be JAX-traceable and elementwise; raises ``ValueError`` naming ``key`` otherwise."""
+    from sgdlab.core.functions import check_traceable, resolve
+
+    if isinstance(activation, str) and activation in ACTIVATIONS:
+        return activation
+    if isinstance(activation, str) and ":" not in activation:
+        raise ValueError(f"{key}={activation!r}; allowed: {', '.join(ACTIVATIONS)}, a 'package.module:function' string or a callable")
+    fn = resolve(activation, key=key, builtins=ACTIVATIONS)
+    check_traceable(fn, (np.linspace(-1.0, 1.0, 3),), key=key)
+    return fn
+
+
+def unit(activation: Activation, x: Array, z: Array) -> Array:
     """``Phi(x, z) = a act(w.z)`` for one particle ``x = (a, w) (p,)`` and an input ``z (q,)``."""
-    return x[0] * ACTIVATIONS[activation](x[1:] @ z)
+    return x[0] * activation_fn(activation)(x[1:] @ z)
 
 
 @dataclass(frozen=True)
@@ -38,7 +60,7 @@ class MeanFieldNetwork:
 
     features: Array
     targets: Array
-    activation: str = "linear"
+    activation: Activation = "linear"
     batch_size: int = 1
 
     @property
@@ -59,10 +81,10 @@ class MeanFieldNetwork:
         return jnp.mean(jax.vmap(self.phi, in_axes=(0, None))(particles, z))
 
 
-def make_network(features, targets, activation: str = "linear", batch_size: int = 1) -> MeanFieldNetwork:
-    """A :class:`MeanFieldNetwork` from arrays (float64)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+def make_network(features, targets, activation: Activation = "linear", batch_size: int = 1) -> MeanFieldNetwork:
+    """A :class:`MeanFieldNetwork` from arrays (float64). ``activation``: a name of
+    :data:`ACTIVATIONS`, a JAX-traceable elementwise callable or an import string."""
+    activation = check_activation(activation)
     z = jnp.asarray(features, dtype=jnp.float64)
     y = jnp.asarray(targets, dtype=jnp.float64)
     if z.ndim != 2 or y.shape != z.shape[:1]:
@@ -70,13 +92,17 @@ def make_network(features, targets, activation: str = "linear", batch_size: int 
     return MeanFieldNetwork(z, y, activation, int(batch_size))
 
 
-def teacher_network(seed: int, n: int, q: int, activation: str = "linear", noise: float = 0.0, batch_size: int = 1) -> MeanFieldNetwork:
+def teacher_network(seed: int, n: int, q: int, activation: Activation = "linear", noise: float = 0.0, batch_size: int = 1) -> MeanFieldNetwork:
     """Inputs ``z ~ N(0, I_q)``, targets ``y = act(z.v) + noise N(0, 1)``, ``v ~ N(0, I_q / q)``
     (``numpy default_rng(seed)``)."""
+    activation = check_activation(activation)
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, q))
     v = rng.normal(size=q) / np.sqrt(q)
-    act = np.tanh if activation == "tanh" else (lambda u: u)
+    if callable(activation):
+        act = lambda u: np.asarray(activation(jnp.asarray(u)), dtype=float)  # noqa: E731
+    else:  # the built-ins in NumPy, as they always were
+        act = np.tanh if activation == "tanh" else (lambda u: u)
     y = act(z @ v) + noise * rng.normal(size=n)
     return make_network(z, y, activation, batch_size)
 

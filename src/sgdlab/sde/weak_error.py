@@ -42,6 +42,7 @@ import xarray as xr
 from scipy import stats
 
 from sgdlab.core.errors import NonFiniteError
+from sgdlab.core.functions import spec_of
 from sgdlab.sde import mean_field as mf
 from sgdlab.sde.models import SDEModel, SVAG, expected_order, get_model
 from sgdlab.sde.moments import NoClosedMomentsError, expectation_from_moments, moments_of, n_steps_of
@@ -397,5 +398,5 @@ def mean_field_study(
     ds["slope_low"] = (("process", "N"), lo)
     ds["slope_high"] = (("process", "N"), hi)
     ds.attrs.update(horizon=float(horizon), n_paths=int(n_paths), scheme=scheme, substeps=int(substeps), seed=int(seed),
-                    activation=net.activation, init_scale=float(init_scale), observables=json.dumps(mf.MEAN_FIELD_OBSERVABLES))
+                    activation=spec_of(net.activation), init_scale=float(init_scale), observables=json.dumps(mf.MEAN_FIELD_OBSERVABLES))
     return ds
