@@ -40,7 +40,7 @@ ROLES = {
     "manifold": {
         "model": {"models"},
         "simulator": {"noise", "user_noise"},
-        "theory": {"limit", "spectral"},
+        "theory": {"limit", "spectral", "geometry", "integrators"},
         "study": {"__init__", "config", "experiment", "plot", "command"},
     },
     "two_layer": {
