@@ -109,6 +109,9 @@ def test_zero_start_is_a_valid_start():
         ({"problem": {"ridge": float("nan")}}, r"problem\.ridge"),
         ({"problem": {"m0": float("inf")}}, r"problem\.m0"),
         ({"simulation": {"seeds": 10**12}}, r"simulation\.seeds"),
+        ({"problem": {"delta": 1e308}}, r"problem\.delta: Input should be less than or equal to 1000000"),
+        ({"problem": {"sigma0": 2**63}}, r"problem\.sigma0: Input should be less than or equal to 1000000"),
+        ({"theory": {"iterations": 2**63}}, r"theory\.iterations: Input should be less than or equal to 100000"),
     ],
 )
 def test_values_the_core_cannot_take_are_refused_naming_the_key(patch, match):
@@ -133,3 +136,15 @@ def test_theory_only_needs_a_theory_and_gives_method_by_t():
     ds = sgdlab.run({"simulation": {"enabled": False}, "algorithm": {"horizon": 0.5},
                      "theory": {"methods": ["dmft"], "samples": 400, "iterations": 3}})
     assert list(ds.method.values) == ["dmft"] and ds.test_error.dims == ("method", "t")
+
+
+def test_the_noise_study_checks_sizes_and_memory_like_a_run(monkeypatch):
+    from sgdlab.dmft.noise import load_noise_config
+
+    with pytest.raises(ConfigError, match=r"problem\.alpha \* simulation\.d"):
+        load_noise_config({"simulation": {"d": 2**63}})
+    monkeypatch.setattr("sgdlab.core.memory.available_bytes", lambda: 2**30)  # 1 GiB free
+    with pytest.raises(ConfigError, match=r"needs about .* GiB.*lower simulation\.d"):
+        load_noise_config({"simulation": {"d": 20000}})
+    with pytest.raises(ConfigError, match=r"the DMFT .*lower theory\.samples"):
+        load_noise_config({"theory": {"samples": 5_000_000}})

@@ -37,20 +37,26 @@ from sgdlab.dmft.problem import GaussianMixture
 from sgdlab.dmft.steps import StepPlan, step_plan
 
 
+#: the largest scale of alpha, Delta, the ridge, |m0| and sigma0: with every order parameter and
+#: loss at most ~1e12 x its natural size, float32 simulations (range 3e38) stay finite for any
+#: horizon the step budget allows; beyond, a run could only end in a non-finite value
+MAX_SCALE = 1e6
+
+
 class ProblemConfig(Section):
     """``[problem]``: the Gaussian-mixture classification task."""
 
     name: Literal["gaussian_mixture"] = "gaussian_mixture"
     clusters: Literal[2, 3] = 2
-    alpha: float = Field(2.0, gt=0, description="sample ratio n / d, in (0, inf)")
-    delta: float = Field(0.5, gt=0, description="cluster variance Delta, in (0, inf)")
+    alpha: float = Field(2.0, gt=0, le=MAX_SCALE, description="sample ratio n / d, in (0, 1e6]")
+    delta: float = Field(0.5, gt=0, le=MAX_SCALE, description="cluster variance Delta, in (0, 1e6]")
     rho: float = Field(0.5, gt=0, lt=1, description="weight of the +1 cluster (two) or of the outer clusters (three), in (0, 1)")
     loss: Any = Field("square", description="square, logistic, squared_hinge, a 'package.module:function' loss(y, z), or a callable")
     kappa: float = Field(0.0, description="margin of the squared hinge")
     threshold: float = Field(1.0, gt=0, description="theta of the even classifier phi(h) = h^2 - theta (three clusters), in (0, inf)")
-    ridge: float = Field(0.1, ge=0, description="ridge lambda, in [0, inf)")
-    m0: float = Field(0.0, description="initial overlap: w(0) = m0 v + sigma0 N(0, I)")
-    sigma0: float = Field(1.0, ge=0, description="initial weight scale, in [0, inf)")
+    ridge: float = Field(0.1, ge=0, le=MAX_SCALE, description="ridge lambda, in [0, 1e6]")
+    m0: float = Field(0.0, ge=-MAX_SCALE, le=MAX_SCALE, description="initial overlap: w(0) = m0 v + sigma0 N(0, I), in [-1e6, 1e6]")
+    sigma0: float = Field(1.0, ge=0, le=MAX_SCALE, description="initial weight scale, in [0, 1e6]")
 
     @field_validator("loss")
     @classmethod
@@ -97,7 +103,7 @@ class AlgorithmConfig(Section):
     name: Literal["gd", "sgd", "persistent_sgd", "sgf", "langevin"] = "persistent_sgd"
     eta: float = Field(0.1, gt=0, description="learning rate (time step), in (0, inf)")
     batch_fraction: float = Field(0.3, gt=0, le=1, description="batch fraction b, in (0, 1]")
-    persistence_time: float | None = Field(2.0, gt=0, description="persistence time tau, in [eta, inf) for persistent SGD")
+    persistence_time: float | None = Field(2.0, gt=0, le=1e12, description="persistence time tau, in [eta, 1e12] for persistent SGD")
     temperature: float = Field(0.0, ge=0, description="Langevin temperature T, in [0, inf)")
     normalisation: Literal["unnormalised", "normalised"] = "unnormalised"
     horizon: float = Field(15.0, gt=0, description="final time t_max, in [eta, inf)")
@@ -224,8 +230,8 @@ class TheoryConfig(Section):
     samples: int = Field(10000, ge=2, description="DMFT effective trajectories N of one solve, in [2, inf)")
     solves: int = Field(4, ge=2, le=256, description="independent DMFT solves averaged; their spread is the standard error, in [2, 256]")
     damping: float = Field(0.3, ge=0, lt=1, description="DMFT damping: K <- damping K + (1 - damping) K_new, in [0, 1)")
-    iterations: int = Field(50, ge=1, description="maximum DMFT fixed-point iterations, in [1, inf)")
-    tolerance: float = Field(1e-4, gt=0, description="DMFT stopping tolerance on the relative kernel change, in (0, inf)")
+    iterations: int = Field(50, ge=1, le=100_000, description="maximum DMFT fixed-point iterations, in [1, 100000]")
+    tolerance: float = Field(1e-4, gt=0, le=1, description="DMFT stopping tolerance on the relative kernel change, in (0, 1]")
     seed: int = Field(0, ge=0, lt=2**32, description="DMFT random stream, in [0, 2^32)")
     response: Literal["probe", "stein"] = "probe"
     start: Literal["march", "zero"] = "march"
@@ -261,22 +267,30 @@ class Config(ExperimentConfig):
                     f"response regression (n_steps = algorithm.horizon / algorithm.eta = {self.algorithm.n_steps}); "
                     "raise theory.samples, shorten algorithm.horizon or raise algorithm.eta"
                 )
+        self._check_sizes(dmft="dmft" in self.theory.methods)
+        if not self.simulation.enabled and not self.theory.methods:
+            raise ValueError("simulation.enabled = false needs a theory: set theory.methods = [\"dmft\"]")
+        return self
+
+    def _check_sizes(self, dmft: bool, replicas: int = 1, solves: int = 1) -> None:
+        """Refuse (``ValueError`` naming the keys) a sample count out of range or arrays that would
+        not fit in memory; ``replicas`` weight vectors per seed and ``solves`` DMFT solves at once
+        (the noise study's)."""
         n = self.problem.alpha * self.simulation.d
         if self.simulation.enabled and not 1 <= n <= MAX_SAMPLES:
             raise ValueError(
                 f"problem.alpha * simulation.d = {n:.3g} training samples; allowed: 1 to {MAX_SAMPLES:.0e} "
                 "(the simulation draws round(alpha d) samples)"
             )
-        why = self._memory_problem()
+        why = self._memory_problem(dmft, replicas, solves)
         if why is not None:
             raise ValueError(why)
-        if not self.simulation.enabled and not self.theory.methods:
-            raise ValueError("simulation.enabled = false needs a theory: set theory.methods = [\"dmft\"]")
-        return self
 
-    def _memory_problem(self) -> str | None:
+    def _memory_problem(self, dmft: bool | None = None, replicas: int = 1, solves: int = 1) -> str | None:
         """The refusal message if the run's largest arrays would not fit in memory."""
         from sgdlab.core.memory import memory_problem
+
+        dmft = "dmft" in self.theory.methods if dmft is None else dmft
 
         sim, alg = self.simulation, self.algorithm
         if sim.enabled:
@@ -284,15 +298,16 @@ class Config(ExperimentConfig):
             itemsize = 8 if sim.dtype == "float64" else 4
             n_seeds = sim.seeds if isinstance(sim.seeds, int) else len(sim.seeds)
             batch = min(sim.seed_batch or n_seeds, n_seeds)
-            data = batch * (n + sim.test_samples) * sim.d * itemsize * 3  # x (+ its generation temporaries)
+            data = batch * ((n + sim.test_samples) * 3 + 4 * replicas) * sim.d * itemsize  # x (+ its generation temporaries), weights
             why = memory_problem(data, f"the simulation ({batch} seeds x {n} samples x d = {sim.d})",
-                                 "simulation.d, problem.alpha, simulation.seed_batch or simulation.test_samples")
+                                 "simulation.d, problem.alpha, simulation.seed_batch or simulation.test_samples"
+                                 + (" (or noise.n_replicas)" if replicas > 1 else ""))
             if why:
                 return why
-        if "dmft" in self.theory.methods:
+        if dmft:
             steps = alg.n_saves * alg.save_every + 1
-            dmft = 8.0 * (12 * self.theory.samples * steps + 8 * steps * steps)  # N x T fields, T x T kernels
-            return memory_problem(dmft, f"the DMFT ({self.theory.samples} samples x {steps} times)",
+            need = 8.0 * (12 * self.theory.samples * steps + 8 * steps * steps)  # N x T fields, T x T kernels
+            return memory_problem(need, f"the DMFT ({self.theory.samples} samples x {steps} times)",
                                   "theory.samples or algorithm.horizon (or raise algorithm.eta)")
         return None
 

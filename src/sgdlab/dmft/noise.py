@@ -78,14 +78,14 @@ class NoiseConfig(Section):
     ``n_windows`` consecutive windows of ``max_lag`` that end at the horizon (or start at
     ``equilibration`` if given); the DMFT's reference times cover the same span."""
 
-    n_replicas: int = Field(2, ge=2, description="replicas per seed (D averages over pairs), in [2, inf)")
+    n_replicas: int = Field(2, ge=2, le=1000, description="replicas per seed (D averages over pairs), in [2, 1000]")
     equilibration: float | None = Field(None, gt=0, description="time of the first field (default: windows end at the horizon)")
     max_lag: float = Field(1.5, gt=0, description="largest lag of the FDT plot (time units), in (0, inf)")
-    n_windows: int = Field(4, ge=1, description="consecutive response windows averaged (time-translation average), in [1, inf)")
+    n_windows: int = Field(4, ge=1, le=10_000, description="consecutive response windows averaged (time-translation average), in [1, 10000]")
     short_lags: int = Field(3, ge=1, description="lags (steps) of the short-lag slope, in [1, max_lag / eta]")
-    n_probes: int = Field(4, ge=1, description="Rademacher probes of the linear response, in [1, inf)")
+    n_probes: int = Field(4, ge=1, le=10_000, description="Rademacher probes of the linear response, in [1, 10000]")
     units: Literal["field", "loss"] = Field("field", description="temperature units: field or loss")
-    dmft_seeds: int = Field(2, ge=0, description="independent DMFT solves for the error bar (0: no DMFT), in [0, inf)")
+    dmft_seeds: int = Field(2, ge=0, le=256, description="independent DMFT solves for the error bar (0: no DMFT), in [0, 256]")
     tail: float = Field(0.25, gt=0, le=1, description="fraction of the saved times averaged into D_inf, in (0, 1]")
 
 
@@ -161,6 +161,7 @@ class NoiseStudyConfig(Config):
                 "and algorithm.momentum (use sgdlab run for schedules and momentum)"
             )
         fdt_windows(self)
+        self._check_sizes(dmft=self.noise.dmft_seeds > 0, replicas=self.noise.n_replicas + self.noise.n_probes)
         if self.noise.dmft_seeds > 0:
             need = 2 * (self.algorithm.n_saves * self.algorithm.save_every + 1)
             if self.theory.samples < need:

@@ -143,7 +143,7 @@ class TSDynamics(Section):
     train_second_layer: bool = True
     a_scale: float = Field(1.0, gt=0, description="initial second layer: uniform on [-a_scale, a_scale] or N(0, a_scale^2), in (0, inf)")
     a_law: Literal["uniform", "gaussian"] = "uniform"
-    t_max: float = Field(2.0, gt=0, description="final time, in (0, inf)")
+    t_max: float = Field(2.0, gt=0, le=1e12, description="final time, in (0, 1e12]")
     t_min: float | None = Field(None, gt=0, description="first saved time, in (0, t_max) (default eps / 100)")
     n_times: int = Field(81, ge=10, le=2000, description="log-spaced saved times, in [10, 2000]")
     rtol: float = Field(1e-7, gt=0, lt=1e-2, description="ODE solver relative tolerance, in (0, 0.01)")
@@ -203,7 +203,7 @@ class TSScan(Section):
     in ``d`` of the finite-``d`` flow (empty lists: no scan)."""
 
     eps: list[float] = Field(default_factory=list, description="eps values, each in (0, 1), at least 3 (empty: no scan)")
-    t_max: float = Field(0.3, gt=0, description="final time of every scan run, in (0, inf)")
+    t_max: float = Field(0.3, gt=0, le=1e12, description="final time of every scan run, in (0, 1e12]")
     n_times: int | None = Field(None, ge=10, le=4000, description="log-spaced saved times from min(eps)/100 to t_max, in [10, 4000] (default: dynamics.n_times, which reuses the compiled solver of the main run)")
     d: list[int] = Field(default_factory=list, description="dimensions of a d-scan of the finite-d flow at dynamics.eps (flow.m, flow.seeds), each >= 2 (empty: no d-scan)")
 
