@@ -82,6 +82,12 @@ def test_same_config_same_numbers_and_seed_independence_of_batching():
     batched = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 2, 7], "dtype": "float64", "seed_batch": 2}})
     np.testing.assert_allclose(alone.m.values[0, 0], a.m.sel(seed=7).values[0], rtol=1e-12)
     np.testing.assert_allclose(batched.q.values, a.q.values, rtol=1e-12)
+    # a lone seed runs in a pair (its own copy beside it): bit for bit the seed of any pair, and of seed_batch 1
+    pair = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [7, 5], "dtype": "float64"}})
+    ones = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 7], "dtype": "float64", "seed_batch": 1}})
+    for k in ("m", "q", "train_loss"):
+        np.testing.assert_array_equal(alone[k].sel(seed=7).values, pair[k].sel(seed=7).values)
+        np.testing.assert_array_equal(ones[k].values, pair[k].sel(seed=[5, 7]).values)
 
 
 def test_divergence_stops_with_quantity_and_time():

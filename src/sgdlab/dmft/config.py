@@ -297,7 +297,7 @@ class Config(ExperimentConfig):
             n = self.problem.to_problem().n_samples(sim.d)
             itemsize = 8 if sim.dtype == "float64" else 4
             n_seeds = sim.seeds if isinstance(sim.seeds, int) else len(sim.seeds)
-            batch = min(sim.seed_batch or n_seeds, n_seeds)
+            batch = max(2, min(sim.seed_batch or n_seeds, n_seeds))  # a lone run is computed in a pair
             data = batch * ((n + sim.test_samples) * 3 + 4 * replicas) * sim.d * itemsize  # x (+ its generation temporaries), weights
             why = memory_problem(data, f"the simulation ({batch} seeds x {n} samples x d = {sim.d})",
                                  "simulation.d, problem.alpha, simulation.seed_batch or simulation.test_samples"
