@@ -13,7 +13,7 @@ import math
 import numpy as np
 import xarray as xr
 
-from sgdlab.core.plot import band, subplots
+from sgdlab.core.plot import Figure, band, comparison_axes, legend, residual, set_xlabel, subplots
 from sgdlab.core.report import pm, table as rich_table
 
 __all__ = ["figures", "plot_distance", "plot_fdt", "plot_margins", "table"]
@@ -46,7 +46,7 @@ def plot_fdt(ds: xr.Dataset):
         T, e = float(ds["T_eff"].isel(method=i)), float(ds["T_eff_err"].isel(method=i))
         color = COLORS.get(m, f"C{i}")
         ax.plot(x, y, "o-" if m == "sim" else "--", ms=3, color=color, label=f"{LABELS.get(m, m)}: $T_{{\\rm eff}}$ = {pm(T, e, '.3g')}")
-        ax.plot(x, x / T, ":", color=color, lw=1)
+        ax.plot(x, x / T, ":", color=color, lw=1, label=f"slope $1/T_{{\\rm eff}}$ ({LABELS.get(m, m)})")
     heur = float(ds.attrs.get("T_weak_noise_heuristic", float("nan")))
     if heur > 0 and np.isfinite(ds["dC"].values).any():
         dc = ds["dC"].values[np.isfinite(ds["dC"].values)]
@@ -62,17 +62,22 @@ def plot_fdt(ds: xr.Dataset):
 
 def plot_distance(ds: xr.Dataset):
     """Replica distance ``D(t)``: simulated pairs (mean ± s.e. over seeds) and the two-replica
-    DMFT (mean ± s.e. over Monte-Carlo seeds)."""
-    fig, ax = subplots(figsize=(5.4, 4.2))
+    DMFT (mean ± s.e. over Monte-Carlo seeds), with the residual ``(sim - DMFT) / combined
+    s.e.`` under it when both are there."""
     t = ds["t"].values
     D = ds["D"].values
-    band(ax, t, D.mean(0), _sem(D), COLORS["sim"], label=f"simulation (replica pairs, {D.shape[0]} seeds)")
+    compare = "D_dmft" in ds and D.shape[0] > 1 and ds["D_dmft"].shape[0] > 1
+    fig = Figure(figsize=(5.6, 5.2 if compare else 4.2), layout="constrained")
+    ax, rax = comparison_axes(fig) if compare else (fig.add_subplot(), None)
+    band(ax, t, D.mean(0), _sem(D), COLORS["sim"], label=f"simulation: mean ± s.e. over {D.shape[0]} seeds (replica pairs)")
     if "D_dmft" in ds:
         Dd = ds["D_dmft"].values
-        band(ax, t, Dd.mean(0), _sem(Dd), COLORS["dmft"], label=f"two-replica DMFT ({Dd.shape[0]} solves)", ls="--")
-    ax.set_xlabel(r"time $t = k\eta$")
-    ax.set_ylabel(r"replica distance $D(t) = |w_1 - w_2|^2 / 2d$")
-    ax.legend(fontsize=7)
+        band(ax, t, Dd.mean(0), _sem(Dd), COLORS["dmft"], label=f"two-replica DMFT: mean ± s.e. over {Dd.shape[0]} solves", ls="--")
+        if compare:
+            residual(rax, t, D.mean(0), _sem(D), Dd.mean(0), _sem(Dd), color=COLORS["dmft"], names=("sim", "DMFT"))
+    set_xlabel(ax, rax, r"time $t = k\eta$")
+    ax.set_ylabel(r"replica distance $D(t) = |\mathbf{w}_1 - \mathbf{w}_2|^2 / 2d$")
+    legend(ax, axes=[ax] + ([rax] if rax is not None else []), fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     return fig
 
@@ -89,6 +94,7 @@ def plot_margins(ds: xr.Dataset):
     km, ke = float(ds["kappa_max"].isel(method=i)), float(ds["kappa_max_err"].isel(method=i))
     ax.axvline(km, color="k", ls="--", label=rf"$\kappa_{{\max}}$ = {pm(km, ke, '.3g')} (seed mean)")
     ax.set_xlabel(r"margin $\kappa_\mu = y_\mu h_\mu / \sqrt{q}$ (dimensionless)")
+    ax.set_title(f"training-set margins at $t$ = {float(ds['t'][-1]):g}", fontsize=9)
     ax.set_ylabel("probability density")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
