@@ -172,3 +172,17 @@ def test_plot_and_status_on_the_wrong_kind_of_store_are_one_line(tmp_path):
     (tmp_path / "junk.zarr").mkdir()
     result = runner.invoke(app, ["plot", str(tmp_path / "junk.zarr")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_wide_tables_are_not_cut_at_80_columns():
+    """A pipe or a file gets rich's 80 columns by default, which cut wide tables: every example
+    description is printed whole, on one line."""
+    import tomllib
+
+    result = runner.invoke(app, ["examples"])
+    assert result.exit_code == 0, result.output
+    for command in STUDIES:
+        for name in example_names(command):
+            description = tomllib.loads(example_path(command, name).read_text()).get("description", "")
+            assert description[:120] in result.output, (command, name, description)
+    assert "…" not in result.output
