@@ -174,11 +174,18 @@ def test_plot_and_status_on_the_wrong_kind_of_store_are_one_line(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
 
 
-def test_wide_tables_are_not_cut_at_80_columns():
+def test_wide_tables_are_not_cut_at_80_columns(monkeypatch):
     """A pipe or a file gets rich's 80 columns by default, which cut wide tables: every example
-    description is printed whole, on one line."""
+    description is printed whole, on one line. (pytest-xdist sets COLUMNS=80 in its workers, which
+    sgdlab honours like any COLUMNS: the console is rebuilt here without it.)"""
     import tomllib
 
+    from sgdlab.core import report
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = report._console()
+    assert not console.is_terminal and console.width == report.PIPE_WIDTH
+    monkeypatch.setattr("sgdlab.cli.out_console", console)
     result = runner.invoke(app, ["examples"])
     assert result.exit_code == 0, result.output
     for command in STUDIES:
