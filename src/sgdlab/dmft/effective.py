@@ -15,7 +15,7 @@ from jax.scipy.linalg import solve_triangular
 from sgdlab.dmft import losses
 from sgdlab.dmft import problem as gm
 from sgdlab.dmft.dynamics import Dynamics
-from sgdlab.dmft.weight_side import Kernels, OrderParameters, lookahead
+from sgdlab.dmft.weight_side import EFFECTIVE, KERNELS, Kernels, OrderParameters, lookahead
 
 # Random streams of one solve: fold_in(key(seed), STREAM).
 _STREAM_CLUSTERS, _STREAM_MASK, _STREAM_FIELD, _STREAM_PROBE = range(4)
@@ -28,7 +28,10 @@ class Noise(NamedTuple):
     ``c (N,)``, labels ``y (N,)``, masks ``s (T+1, N)`` (0./1.), white noise ``z (T+1, N)``
     (``g0 = L z``), Rademacher probes ``eps (T+1, N)`` (``(T+1, 0)`` without the probe) and the
     lower Cholesky factor ``gram_chol (T+1, T+1)`` of their Gram matrix ``eps eps^T / N``
-    (identity without the probe)."""
+    (identity without the probe).
+
+    The ``N``-sized arrays share one dtype, the dtype of all ``N``-sized work of the solve
+    (float64, or float32 for the solver's ``precision = "mixed"``); ``gram_chol`` is float64."""
 
     c: jax.Array
     y: jax.Array
@@ -71,18 +74,26 @@ def _mask_chain_path(key: jax.Array, dynamics: Dynamics, n_times: int, n: int) -
     return jnp.concatenate([s0[None], rest], axis=0).astype(jnp.float64)
 
 
-def draw_noise(problem: gm.GaussianMixture, dynamics: Dynamics, key: jax.Array, samples: int, probe: bool = True) -> Noise:
+def draw_noise(problem: gm.GaussianMixture, dynamics: Dynamics, key: jax.Array, samples: int, probe: bool = True,
+               dtype=jnp.float64) -> Noise:
     """The common random numbers of a solve (see :class:`Noise`); ``O(N T)`` draws plus the
-    ``O(N T^2)`` probe Gram matrix and its ``O(T^3)`` Cholesky factor."""
+    ``O(N T^2)`` probe Gram matrix and its ``O(T^3)`` Cholesky factor.
+
+    The numbers are drawn in float64 and stored in ``dtype``: a float32 solve sees the float64
+    solve's numbers rounded (masks, clusters and probes exactly), so the two differ by rounding
+    only. The Gram matrix of the +-1 probes is computed in ``dtype`` when that is exact (integer
+    sums below ``2^24`` in float32)."""
     tp = dynamics.n_steps + 1
-    c = gm.sample_clusters(jax.random.fold_in(key, _STREAM_CLUSTERS), problem, (samples,), jnp.float64)
-    s = _mask_chain_path(jax.random.fold_in(key, _STREAM_MASK), dynamics, tp, samples)
-    z = jax.random.normal(jax.random.fold_in(key, _STREAM_FIELD), (tp, samples), jnp.float64)
+    c = gm.sample_clusters(jax.random.fold_in(key, _STREAM_CLUSTERS), problem, (samples,), jnp.float64).astype(dtype)
+    s = _mask_chain_path(jax.random.fold_in(key, _STREAM_MASK), dynamics, tp, samples).astype(dtype)
+    z = jax.random.normal(jax.random.fold_in(key, _STREAM_FIELD), (tp, samples), jnp.float64).astype(dtype)
     if probe:
-        eps = jax.random.rademacher(jax.random.fold_in(key, _STREAM_PROBE), (tp, samples), jnp.float64)
-        gram_chol = jnp.linalg.cholesky((eps @ eps.T) / samples)
+        eps = jax.random.rademacher(jax.random.fold_in(key, _STREAM_PROBE), (tp, samples), jnp.float64).astype(dtype)
+        exact = jnp.finfo(dtype).nmant >= 52 or samples < 2 ** (jnp.finfo(dtype).nmant + 1)
+        gram = (eps @ eps.T if exact else eps.astype(jnp.float64) @ eps.T.astype(jnp.float64)).astype(jnp.float64)
+        gram_chol = jnp.linalg.cholesky(gram / samples)
     else:
-        eps = jnp.zeros((tp, 0), jnp.float64)
+        eps = jnp.zeros((tp, 0), dtype)
         gram_chol = jnp.eye(tp)
     return Noise(c, gm.labels(problem, c), s, z, eps, gram_chol)
 
@@ -115,15 +126,17 @@ def effective_scan(
 
     Returns ``Lam (T+1, N)``, the off-diagonal tangent ``dLam_off (T+1, N)`` (``(T+1, 0)``
     without probes: ``noise.eps`` empty) and per-time averages ``stats (T+1, 3)`` = (loss,
-    misclassified, ``a``). Time is cut in blocks of ``block`` steps: the memory of all earlier
-    blocks is one matrix product per block, the rest a ``lax.scan`` step by step. ``O(N T^2)``.
+    misclassified, ``a``; float64). Time is cut in blocks of ``block`` steps: the memory of all
+    earlier blocks is one matrix product per block, the rest a ``lax.scan`` step by step.
+    ``O(N T^2)``. The ``N``-sized work runs in the dtype of ``noise.z`` (``R`` is rounded to it).
 
     With Nesterov momentum (``gamma`` given), ``m, g0, R`` are those of the lookahead point
     ``y_k`` (:func:`lookahead`) and the loss and error are taken at ``w_k``, whose field follows
     from ``h^y_k = (1 + gamma) h^w_k - gamma h^w_{k-1}`` (``h^w_0 = h^y_0``).
     """
     tp, n = g0.shape
-    delta = problem.delta
+    nd, f64 = noise.z.dtype, jnp.float64
+    delta = jnp.asarray(problem.delta, nd)
     sqd = jnp.sqrt(delta)
     loss, dloss, d2loss = _loss_derivatives(problem)
     with_tangent = noise.eps.shape[1] > 0
@@ -132,8 +145,8 @@ def effective_scan(
     nb = -(-tp // block)
     tpad = nb * block
     pad = tpad - tp  # padded times have s = 0 and R = 0: inert
-    Rp = jnp.pad(R, ((0, pad), (0, pad)))
-    base = jnp.pad(m[:, None] * c[None, :] + sqd * g0, ((0, pad), (0, 0)))  # c m_k + sqrt(D) g0_k
+    Rp = jnp.pad(R.astype(nd), ((0, pad), (0, pad)))
+    base = jnp.pad(m.astype(nd)[:, None] * c[None, :] + sqd * g0.astype(nd), ((0, pad), (0, 0)))  # c m_k + sqrt(D) g0_k
     s_p = jnp.pad(noise.s, ((0, pad), (0, 0)))
     eps_p = jnp.pad(noise.eps, ((0, pad), (0, 0)))
     width = 2 * n if with_tangent else n
@@ -143,8 +156,8 @@ def effective_scan(
         mem_past, base_k, s_k, eps_k, r_in = xs
         mem = mem_past + r_in @ hist_blk  # sum_{j<k} R_kj [Lam_j | dLam_j]
         h = base_k - delta * mem[:n]
-        lam = s_k * dloss(y, h)
-        a = s_k * d2loss(y, h)
+        lam = (s_k * dloss(y, h)).astype(nd)
+        a = (s_k * d2loss(y, h)).astype(nd)
         if with_tangent:
             dlam_off = -delta * a * mem[n:]  # the tangent minus its exact diagonal part sqrt(D) a_k eps_k
             row = jnp.concatenate([lam, dlam_off + sqd * a * eps_k])
@@ -152,8 +165,9 @@ def effective_scan(
             dlam_off = jnp.zeros((0,), h.dtype)
             row = lam
         hist_blk = jax.lax.dynamic_update_slice(hist_blk, row[None], (i, 0))
-        hw = h if gamma is None else (h + gamma * hw_prev) / (1.0 + gamma)
-        stats = jnp.stack([jnp.mean(loss(y, hw)), jnp.mean(gm.misclassified(problem, y, hw)), jnp.mean(a)])
+        hw = h if gamma is None else ((h + gamma * hw_prev) / (1.0 + gamma)).astype(nd)
+        stats = jnp.stack([jnp.mean(loss(y, hw), dtype=f64), jnp.mean(gm.misclassified(problem, y, hw), dtype=f64),
+                           jnp.mean(a, dtype=f64)])
         return (hist_blk, i + 1, hw), (stats, dlam_off)
 
     def block_step(carry, ib):
@@ -169,11 +183,11 @@ def effective_scan(
             jax.lax.dynamic_slice(eps_p, (start, 0), (block, eps_p.shape[1])),
             jax.lax.dynamic_slice(Rp, (start, start), (block, block)),
         )
-        (hist_blk, _, hw_prev), (stats, dlam_off) = jax.lax.scan(time_step, (jnp.zeros((block, width)), 0, hw_prev), xs)
+        (hist_blk, _, hw_prev), (stats, dlam_off) = jax.lax.scan(time_step, (jnp.zeros((block, width), nd), 0, hw_prev), xs)
         hist = jax.lax.dynamic_update_slice(hist, hist_blk, (start, 0))
         return (hist, hw_prev), (stats, dlam_off)
 
-    (hist, _), (stats, dlam_off) = jax.lax.scan(block_step, (jnp.zeros((tpad, width)), base[0]), jnp.arange(nb))
+    (hist, _), (stats, dlam_off) = jax.lax.scan(block_step, (jnp.zeros((tpad, width), nd), base[0]), jnp.arange(nb))
     stats = stats.reshape(tpad, 3)[:tp]
     dlam_off = dlam_off.reshape(tpad, -1)[:tp]
     return hist[:tp, :n], dlam_off, stats
@@ -183,18 +197,20 @@ def estimate_kernels(
     problem: gm.GaussianMixture, noise: Noise, lam: jax.Array, dlam_off: jax.Array, mean_a: jax.Array,
     chol: jax.Array, response: str = "probe",
 ) -> Kernels:
-    """Kernel estimates from one sample: ``M``, ``mu`` and ``Q`` (probe or Stein); ``O(N T^2)``."""
+    """Kernel estimates from one sample: ``M``, ``mu`` and ``Q`` (probe or Stein); ``O(N T^2)``.
+    The products over the ``N`` trajectories run in the dtype of ``lam``, the rest in float64."""
     n = lam.shape[1]
+    f64 = jnp.float64
     alpha, delta = problem.alpha, problem.delta
     sqd = jnp.sqrt(delta)
-    M = (alpha * delta / n) * (lam @ lam.T)
+    M = (alpha * delta / n) * (lam @ lam.T).astype(f64)
     M = 0.5 * (M + M.T)
-    mu = (alpha / n) * (lam @ noise.c)
+    mu = (alpha / n) * (lam @ noise.c).astype(f64)
     if response == "probe":
-        b = probe_regression((dlam_off @ noise.eps.T) / n, noise.gram_chol)
+        b = probe_regression((dlam_off @ noise.eps.T).astype(f64) / n, noise.gram_chol)
         Q = jnp.tril(alpha * sqd * b, k=-1) + jnp.diag(alpha * delta * mean_a)
     else:
-        ez = (alpha * sqd / n) * (lam @ noise.z.T)  # alpha sqrt(D) E[Lam z^T] = Q L
+        ez = (alpha * sqd / n) * (lam @ noise.z.T).astype(f64)  # alpha sqrt(D) E[Lam z^T] = Q L
         Q = jnp.tril(solve_triangular(chol.T, ez.T, lower=False).T)
     return Kernels(mu, M, Q)
 
@@ -216,11 +232,13 @@ def effective_process(
     """Sample the effective process given ``(m, C, R)`` and the common random numbers, and
     estimate the kernels: ``K_hat`` of the fixed-point map. ``O(N T^2)`` time, ``O(N T)`` memory.
     With Nesterov momentum (``gamma``), the fields are those of the lookahead point."""
-    if gamma is not None:
-        order = lookahead(order, gamma)
-    chol = regularised_cholesky(order.C, jitter)
-    g0 = chol @ noise.z  # (T+1, N), covariance C
-    probe_noise = noise if response == "probe" else noise._replace(eps=jnp.zeros((noise.z.shape[0], 0)))
-    lam, dlam_off, stats = effective_scan(problem, probe_noise, order.m, g0, order.R, block, gamma)
-    kernels = estimate_kernels(problem, noise, lam, dlam_off, stats[:, 2], chol, response)
+    with jax.named_scope(EFFECTIVE):
+        if gamma is not None:
+            order = lookahead(order, gamma)
+        chol = regularised_cholesky(order.C, jitter)
+        g0 = chol.astype(noise.z.dtype) @ noise.z  # (T+1, N), covariance C
+        probe_noise = noise if response == "probe" else noise._replace(eps=jnp.zeros((noise.z.shape[0], 0), noise.z.dtype))
+        lam, dlam_off, stats = effective_scan(problem, probe_noise, order.m, g0, order.R, block, gamma)
+    with jax.named_scope(KERNELS):
+        kernels = estimate_kernels(problem, noise, lam, dlam_off, stats[:, 2], chol, response)
     return Sample(kernels, stats[:, 0], stats[:, 1], jnp.all(jnp.isfinite(chol)))

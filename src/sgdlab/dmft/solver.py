@@ -102,6 +102,17 @@ from ``SolverOptions.seed``. The sampled equations are then a deterministic, *ca
 
 The residual of an iteration is ``max_X |X_hat - X|_inf / max(|X_hat|_inf, 1e-12)`` over
 ``X in (mu, M, Q)``; the solver stops when it is below ``tolerance``.
+
+Precision (``SolverOptions.precision``): the ``N``-sized work (common random numbers, the
+histories of the effective process, the products over the trajectories) runs in float32 under
+``"mixed"``, the ``T x T`` algebra in float64. The float32 numbers are the float64 draws rounded,
+so the two solves differ by rounding (~1e-7 relative), far below the Monte-Carlo error
+(``tests/dmft/test_dmft_long_horizon.py``), as long as ``C`` stays away from singular: a
+converging deterministic dynamics (GD) drives the variance of ``w_k`` given its past to ~1e-10 of
+its own, below float32 rounding. The default ``"auto"`` therefore marches in mixed precision and
+marches again in float64 when the march reports a smallest relative innovation variance below
+``MIXED_MIN_INNOVATION`` (or a failed factorisation); it is float64 for tolerances below 1e-5 and
+for starts other than the march. ``DMFTResult.options.precision`` records what ran.
 """
 
 from __future__ import annotations
@@ -119,7 +130,7 @@ import numpy as np
 
 from sgdlab.dmft import problem as gm
 from sgdlab.dmft.dynamics import (  # noqa: F401  (re-exported: the public face of the solver)
-    RESPONSES, STARTS, DMFTConvergenceWarning, DMFTError, Dynamics, SolverOptions, _validate_problem,
+    MIXED_MIN_INNOVATION, MIXED_TOLERANCE, PRECISIONS, RESPONSES, STARTS, DMFTConvergenceWarning, DMFTError, Dynamics, SolverOptions, _validate_problem,
 )
 from sgdlab.dmft.effective import (  # noqa: F401
     Noise, Sample, _mask_chain_path, draw_noise, effective_process, effective_scan, estimate_kernels,
@@ -188,11 +199,16 @@ class _Step(NamedTuple):
     next_kernels: Kernels
 
 
-@partial(jax.jit, static_argnames=("skeleton", "n_steps", "samples", "probe"))
-def _draw(key, params, *, skeleton, n_steps, samples, probe) -> Noise:
-    """The common random numbers of a solve, drawn once (jitted)."""
+#: The dtype of the N-sized work of each ``SolverOptions.precision``.
+_NOISE_DTYPE = {"float64": jnp.float64, "mixed": jnp.float32}
+
+
+@partial(jax.jit, static_argnames=("skeleton", "n_steps", "samples", "probe", "precision"))
+def _draw(key, params, *, skeleton, n_steps, samples, probe, precision="float64") -> Noise:
+    """The common random numbers of a solve, drawn once (jitted); their dtype (that of all the
+    N-sized work of the solve) is float32 for ``precision = "mixed"``."""
     problem, dynamics = _join(skeleton, n_steps, params)
-    return draw_noise(problem, dynamics, key, samples, probe)
+    return draw_noise(problem, dynamics, key, samples, probe, _NOISE_DTYPE[precision])
 
 
 @partial(jax.jit, static_argnames=("skeleton", "n_steps", "response", "block", "momentum"))
@@ -273,6 +289,7 @@ def solve_dmft(
     _validate_problem(problem)
     dynamics = Dynamics(*dynamics).validate()
     options = SolverOptions(*options).validate()
+    precision = options.resolved_precision if initial is None else ("float64" if options.precision == "auto" else options.precision)
     tp = dynamics.n_steps + 1
     if options.samples < 2 * tp:
         raise ValueError(
@@ -283,26 +300,34 @@ def solve_dmft(
     if options.replica:
         key = jax.random.fold_in(key, options.replica)
     skeleton, _, params = _split(problem, dynamics)
-    # The common random numbers, drawn once: every iteration (and the march) reuses them.
-    noise = _draw(key, params, skeleton=skeleton, n_steps=dynamics.n_steps, samples=options.samples, probe=True)
+
+    def draw(precision):  # the common random numbers, drawn once: every iteration (and the march) reuses them
+        return _draw(key, params, skeleton=skeleton, n_steps=dynamics.n_steps, samples=options.samples, probe=True,
+                     precision=precision)
+
+    noise = draw(precision)
     if initial is not None:
         kernels = Kernels(*(jnp.asarray(x, jnp.float64) for x in initial))
         if kernels.mu.shape != (tp,) or kernels.M.shape != (tp, tp) or kernels.Q.shape != (tp, tp):
             raise ValueError(f"initial kernels must have shapes ({tp},), ({tp}, {tp}), ({tp}, {tp})")
     elif options.start == "march":
-        kernels, _, _, _, ok = _march_solve(
-            noise, params, options.jitter, skeleton=skeleton, n_steps=dynamics.n_steps, chunks=options.chunks,
-            momentum=dynamics.momentum,
-        )
+        march_static = dict(skeleton=skeleton, n_steps=dynamics.n_steps, chunks=options.chunks, momentum=dynamics.momentum)
+        kernels, _, _, _, ok, innovation = _march_solve(noise, params, options.jitter, **march_static)
+        if options.precision == "auto" and precision == "mixed" and not (bool(ok) and float(innovation) >= MIXED_MIN_INNOVATION):
+            precision = "float64"  # C (nearly) singular: float32 rounding would reach its smallest eigenvalues
+            noise = draw(precision)
+            kernels, _, _, _, ok, innovation = _march_solve(noise, params, options.jitter, **march_static)
         if not bool(ok):
             raise DMFTError(
                 f"DMFT time march: C(t, t') is not positive definite even with jitter {options.jitter:g}; "
                 f"the sampled dynamics diverged - lower eta or check the parameters"
+                + (" (or use precision='float64')" if precision == "mixed" else "")
             )
         if not all(bool(jnp.all(jnp.isfinite(x))) for x in kernels):
             raise DMFTError("DMFT time march: a kernel became non-finite; the dynamics diverged - lower eta")
     else:
         kernels = zero_kernels(dynamics.n_steps)
+    options = options._replace(precision=precision)  # the result records what ran
 
     static = dict(skeleton=skeleton, n_steps=dynamics.n_steps, response=options.response, block=options.block,
                   momentum=dynamics.momentum)
