@@ -282,7 +282,7 @@ def section_long(long_steps: tuple[int, ...], peak: float) -> list[str]:
             ops = sum(sp[p] for p in PARTS)
             rows.append([t_, n_, what, r[what][1], sp["total"], ops] + [f"{100 * sp[p] / ops:.0f}%" for p in PARTS])
     out.append(table("DMFT long horizons: where the time goes (profiled warm run, mixed precision)",
-                     ["T", "N", "phase", "warm s", "profiled s", "operations s"] + PARTS, rows, notes + [
+                     ["T", "N", "phase", "warm s", "profiled s", "operations s"] + list(PARTS), rows, notes + [
         "operations s: the summed durations of the leaf operations of the profiled run (more than its wall time "
         "where operations ran concurrently on the two cores); the parts are shares of that sum, by the solver's "
         "named scopes: effective process = Cholesky rows / factor, fields g0 = L z, the process and its tangent "

@@ -154,10 +154,12 @@ def test_precision_option_is_validated_and_auto_follows_the_tolerance():
     assert SolverOptions(precision="float64").resolved_precision == "float64"
 
 
-def test_auto_precision_falls_back_to_float64_when_c_is_nearly_singular():
+def test_auto_precision_is_float64_when_c_is_nearly_singular():
     """Converging GD (square loss) drives the variance of w_k given its past to ~1e-10 of its own:
-    float32 rounding of C breaks its factorisation, so ``auto`` marches again in float64 (and the
-    result equals the float64 solve); persistent SGD keeps the mixed march (innovation ~2e-4)."""
+    float32 rounding of C breaks its factorisation. ``auto`` takes float64 for noiseless full-batch
+    GD from the start, and marches again in float64 when a mixed march finds C nearly singular
+    (here: GD with a tiny Langevin temperature, which the a-priori rule leaves to mixed); persistent
+    SGD keeps the mixed march (smallest innovation ~2e-4)."""
     gd_problem, gd = GaussianMixture(alpha=2.0, delta=0.5, ridge=0.5, loss="square"), Dynamics(eta=0.25, n_steps=120)
     auto = solve_dmft(gd_problem, gd, SolverOptions(samples=600))
     exact = solve_dmft(gd_problem, gd, SolverOptions(samples=600, precision="float64"))
@@ -165,6 +167,10 @@ def test_auto_precision_falls_back_to_float64_when_c_is_nearly_singular():
     np.testing.assert_array_equal(auto.C, exact.C)
     with pytest.raises(D.DMFTError, match="precision='float64'"):
         solve_dmft(gd_problem, gd, SolverOptions(samples=600, precision="mixed"))
+    warm = gd._replace(temperature=1e-12)  # still (nearly) singular, not caught by the a-priori rule
+    fallback = solve_dmft(gd_problem, warm, SolverOptions(samples=600))
+    assert fallback.options.precision == "float64" and fallback.converged
+    np.testing.assert_allclose(fallback.C, solve_dmft(gd_problem, warm, SolverOptions(samples=600, precision="float64")).C, rtol=0, atol=0)
     assert solve_dmft(PSGD_SQUARE, psgd(40), SolverOptions(samples=600)).options.precision == "mixed"
     with pytest.warns(D.DMFTConvergenceWarning):
         zero = solve_dmft(PSGD_SQUARE, psgd(40), SolverOptions(samples=600, start="zero", iterations=2))

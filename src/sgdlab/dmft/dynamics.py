@@ -136,7 +136,8 @@ class SolverOptions(NamedTuple):
       ``T x T`` algebra (Cholesky factors, kernels, the weight side) in float64; ``"float64"``:
       everything in float64; ``"auto"`` (default): mixed for the march start with ``tolerance >=
       MIXED_TOLERANCE = 1e-5``, falling back to float64 when the mixed march finds ``C`` (nearly)
-      singular (``MIXED_MIN_INNOVATION``; converging GD), float64 otherwise. Mixed is ~1.6x faster
+      singular (``MIXED_MIN_INNOVATION``), float64 otherwise and for noiseless full-batch GD
+      (whose ``C`` becomes singular as it converges). Mixed is ~1.6x faster
       at long horizons (the march is memory-bound), takes ~2/3 of the memory, and agrees with
       float64 far within the Monte-Carlo error (``docs/dmft.md``, Performance); its iteration
       residual floors at ~4e-7 instead of ~1e-13. ``"mixed"`` with a smaller tolerance is an error.

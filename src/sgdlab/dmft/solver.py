@@ -109,10 +109,11 @@ histories of the effective process, the products over the trajectories) runs in 
 so the two solves differ by rounding (~1e-7 relative), far below the Monte-Carlo error
 (``tests/dmft/test_dmft_long_horizon.py``), as long as ``C`` stays away from singular: a
 converging deterministic dynamics (GD) drives the variance of ``w_k`` given its past to ~1e-10 of
-its own, below float32 rounding. The default ``"auto"`` therefore marches in mixed precision and
-marches again in float64 when the march reports a smallest relative innovation variance below
-``MIXED_MIN_INNOVATION`` (or a failed factorisation); it is float64 for tolerances below 1e-5 and
-for starts other than the march. ``DMFTResult.options.precision`` records what ran.
+its own, below float32 rounding. The default ``"auto"`` therefore takes float64 for noiseless
+full-batch GD, for tolerances below 1e-5 and for starts other than the march; otherwise it marches
+in mixed precision and marches again in float64 when the march reports a smallest relative
+innovation variance below ``MIXED_MIN_INNOVATION`` (or a failed factorisation).
+``DMFTResult.options.precision`` records what ran.
 """
 
 from __future__ import annotations
@@ -190,6 +191,13 @@ def _join(skeleton: gm.GaussianMixture, n_steps: int, params: dict):
     problem = dataclasses.replace(skeleton, **{f: params[f] for f in _PROBLEM_FLOATS})
     dynamics = Dynamics(n_steps=n_steps, **{f: params[f] for f in _DYNAMICS_FLOATS})
     return problem, dynamics
+
+
+def _noiseless_full_batch(dynamics: Dynamics) -> bool:
+    """Full-batch GD without Langevin noise: its ``C`` becomes singular as it converges (the march's
+    smallest relative innovation variance reaches the jitter), so ``precision="auto"`` takes float64."""
+    return bool(np.all(np.asarray(dynamics.p_on) == 1.0) and np.all(np.asarray(dynamics.p_off) == 0.0)
+                and dynamics.b == 1.0 and dynamics.temperature == 0.0)
 
 
 class _Step(NamedTuple):
@@ -289,7 +297,9 @@ def solve_dmft(
     _validate_problem(problem)
     dynamics = Dynamics(*dynamics).validate()
     options = SolverOptions(*options).validate()
-    precision = options.resolved_precision if initial is None else ("float64" if options.precision == "auto" else options.precision)
+    precision = options.resolved_precision
+    if options.precision == "auto" and (initial is not None or _noiseless_full_batch(dynamics)):
+        precision = "float64"
     tp = dynamics.n_steps + 1
     if options.samples < 2 * tp:
         raise ValueError(
