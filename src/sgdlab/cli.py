@@ -177,7 +177,8 @@ def plot(
     def go():
         from sgdlab.core import store as stores
         from sgdlab.core.config import ConfigError
-        from sgdlab.core.plot import plot_sweep, save_figure
+        from sgdlab.core.plot import save_figure
+        from sgdlab.core.sweep_plot import plot_sweep
 
         ds = stores.load(store_path)
         png = out or store_path.with_suffix(".png")

@@ -16,7 +16,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from sgdlab.core.plot import Figure, comparison_axes, plot_sweep, residual, zscore
+from sgdlab.core.plot import Figure, comparison_axes, residual, zscore
+from sgdlab.core.sweep_plot import plot_sweep
 
 RNG = np.random.default_rng(0)
 

@@ -454,7 +454,7 @@ class Killed(BaseException):
 
 
 def test_noise_scan_resumes_and_keeps_finished_points(tmp_path, monkeypatch, tiny_run):
-    from sgdlab.core.plot import plot_sweep
+    from sgdlab.core.sweep_plot import plot_sweep
     from sgdlab.core.sweep import DONE, PENDING, load_sweep, run_sweep
     from sgdlab.dmft.command import NOISE
 

@@ -127,7 +127,8 @@ def _run_sweep_command(study: Study, cfg, store_path: Path, opts: CommonOptions)
         say(f"flagged {where}: {status}")
     written = [store_path]
     if opts.plot and summary.done:
-        from sgdlab.core.plot import plot_sweep, save_figure
+        from sgdlab.core.plot import save_figure
+        from sgdlab.core.sweep_plot import plot_sweep
 
         ds = load_sweep(store_path)
         targets = {v: store_path.with_name(f"{cfg.name}_{v}.png") for v in study.sweep_variables} or {None: store_path.with_suffix(".png")}

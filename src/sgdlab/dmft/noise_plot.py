@@ -3,7 +3,7 @@
 :func:`figures` -> ``{"fdt", "distance", "margins"}`` (written ``NAME_fdt.png``, ...), drawn
 without pyplot; :func:`table` -> the rich summary printed after ``sgdlab noise``. Both work on
 a Dataset read back from a zarr store. A ``[sweep]`` of the study is drawn by the generic
-:func:`sgdlab.core.plot.plot_sweep` (``sgdlab plot STORE --var T_eff``).
+:func:`sgdlab.core.sweep_plot.plot_sweep` (``sgdlab plot STORE --var T_eff``).
 """
 
 from __future__ import annotations

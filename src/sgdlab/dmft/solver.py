@@ -12,8 +12,7 @@ Sources
 - H. Eissfeller, M. Opper, "New method for studying the dynamics of disordered spin systems
   without finite-size effects", Phys. Rev. Lett. 68, 2094 (1992) (solving the self-consistency by
   iterating a Monte-Carlo sample of the effective process);
-- sgdlab spec ``01_gaussian_mixture_dmft.md`` (section DMFT) and ``docs/dmft.md`` (derivation,
-  estimator, accuracy).
+- ``docs/dmft.md`` (equations and conventions, the estimator, accuracy, performance).
 
 Dynamics (always the *unnormalised* update; the caller maps the normalised convention by
 ``eta' = eta/b, lambda' = b lambda, tau' = tau/b, T' = b T``)::
