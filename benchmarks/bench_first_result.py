@@ -1,6 +1,8 @@
 """Time to first result: commands as whole processes, without the persistent compilation cache
 (``SGDLAB_JAX_CACHE=off``, the baseline), cold (a fresh, empty cache folder, which the run fills)
-and warm (a second process with that folder).
+and warm (a second process with that folder). The floor of a warm run is measured beside them:
+``imports``, a process that only imports the command line (``python -c "import sgdlab.cli"``:
+JAX, xarray, zarr, pydantic, the wings), which no cache can save.
 
 Each round runs (off, cold, warm) in turn, so that the ratios hold when the machine's speed
 drifts; the median of ``runs`` rounds is printed. ``--quick``: ``sgdlab run --example tiny``,
@@ -41,6 +43,13 @@ def timed(command: str, args: list[str], cache: str, out: str) -> float:
     return seconds
 
 
+def imports_only() -> float:
+    """Wall seconds of a process that imports the command line and exits (the warm run's floor)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sgdlab.cli"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def off_cold_warm(command: str, args: list[str], runs: int = 1, off_too: bool = True) -> tuple[float | None, float, float]:
     """Median seconds of ``runs`` rounds of (cache off, cold cache, warm cache); ``None`` for
     the cache-off run when ``off_too`` is false."""
@@ -58,11 +67,15 @@ def section_commands(quick: bool = False, runs: int = 1, commands=None) -> list[
     rows = []
     for command, args in commands or (QUICK if quick else COMMANDS):
         o, c, w = off_cold_warm(command, args, runs, off_too=not quick)
-        rows.append([" ".join(["sgdlab", command, *args]), o, c, w, o and c / o, o and w / o, c / w])
+        floor = statistics.median(imports_only() for _ in range(runs))
+        rows.append([" ".join(["sgdlab", command, *args]), o, c, w, floor, o and c / o, o and w / o, c / w, (c - floor) / (w - floor)])
     return [table("Commands: cold and warm compilation cache (whole processes)",
-                  ["command", "cache off s", "cold s", "warm s", "cold / off", "warm / off", "cold / warm"], rows,
+                  ["command", "cache off s", "cold s", "warm s", "imports s", "cold / off", "warm / off", "cold / warm",
+                   "cold / warm after imports"], rows,
                   [f"median of {runs} round(s) of (off, cold, warm); `-q --no-plot`; cold: a new empty SGDLAB_JAX_CACHE folder"
-                   + ("; --quick: no cache-off run." if quick else ".")])]
+                   + ("; --quick: no cache-off run" if quick else "")
+                   + "; imports: a process that only imports sgdlab.cli (the floor of any run); "
+                   "cold / warm after imports: (cold - imports) / (warm - imports)."])]
 
 
 def main() -> None:
