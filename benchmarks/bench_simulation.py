@@ -110,6 +110,14 @@ def simulator_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, 
     }
 
 
+def default_width(d: int, dtype: str, seeds: int) -> int:
+    """The simulator's default seed batch for this case (:meth:`sgdlab.dmft.config.Config.seed_batch_width`)."""
+    from sgdlab.dmft.config import Config
+
+    cfg = Config.model_validate({"problem": PROBLEM, "simulation": {"d": d, "dtype": dtype, "seeds": seeds}})
+    return min(seeds, cfg.seed_batch_width())
+
+
 def whole_matrix_inputs(key, problem, c, v):
     """The baseline: the data drawn as one ``(n, d)`` Gaussian matrix plus the ``c v^T`` outer product."""
     import jax.numpy as jnp
@@ -153,12 +161,16 @@ def memory_case(d: int, dtype: str, seeds: int, generator: str, execute: bool, p
 
 def section_simulator(quick: bool = False) -> list[str]:
     """Throughput table: per (d, dtype), CPU (and GPU) rates, NumPy ratio, fraction of the bound."""
-    cases = [(1000, "float32", 16, 16), (1000, "float64", 16, 16)] if quick else \
-        [(2000, "float32", 16, 16), (2000, "float64", 16, 16), (8000, "float32", 16, 8), (8000, "float64", 16, 4)]
+    # batch None: the library's default width (SEED_BATCH_BYTES of data); 16: all seeds at once
+    cases = [(1000, "float32", 16, None), (1000, "float32", 16, 16)] if quick else \
+        [(1000, "float32", 16, None), (1000, "float32", 16, 16), (1000, "float64", 16, None), (1000, "float64", 16, 16),
+         (2000, "float32", 16, None), (2000, "float32", 16, 16), (2000, "float64", 16, None),
+         (8000, "float32", 16, None), (8000, "float64", 16, None)]
     steps, numpy_seeds = (20, 1) if quick else (100, 2)
     plats = platforms()
     rows = []
     for d, dtype, seeds, batch in cases:
+        batch = batch or default_width(d, dtype, seeds)
         res = {pl: child("bench_simulation", dict(d=d, dtype=dtype, seeds=seeds, steps=steps, seed_batch=batch,
                                                   numpy_seeds=numpy_seeds if pl == "cpu" else 0, platform=pl),
                          env={"JAX_PLATFORMS": JAX_PLATFORM[pl]}) for pl in plats}
@@ -172,7 +184,8 @@ def section_simulator(quick: bool = False) -> list[str]:
     if "gpu" in plats:
         header += ["GPU sim steps/s", "GPU sim / GPU bound"]
     return [table("Simulator throughput (seed-steps per second)", header, rows, [
-        f"persistent SGD, square loss, alpha = 2, {steps} timed steps; NumPy: a one-seed loop on {numpy_seeds} seed(s); "
+        f"persistent SGD, square loss, alpha = 2, {steps} timed steps; batch: seeds per vmapped program (the default "
+        f"holds 16 MiB of data, at least 2; 16 = all seeds at once); NumPy: a one-seed loop on {numpy_seeds} seed(s); "
         "bound = copy bandwidth (read + write, same process) / (2 n d bytes per step)."])]
 
 

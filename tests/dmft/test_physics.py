@@ -82,6 +82,10 @@ def test_same_config_same_numbers_and_seed_independence_of_batching():
     batched = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 2, 7], "dtype": "float64", "seed_batch": 2}})
     np.testing.assert_allclose(alone.m.values[0, 0], a.m.sel(seed=7).values[0], rtol=1e-12)
     np.testing.assert_allclose(batched.q.values, a.q.values, rtol=1e-12)
+    # seed_batch 2 over three seeds runs [5, 2] then [7, 7]: the short group is padded with its own
+    # copy, so seed 7 is bit for bit the lone run
+    for k in ("m", "q", "train_loss"):
+        np.testing.assert_array_equal(batched[k].sel(seed=[7]).values, alone[k].values)
     # a lone seed runs in a pair (its own copy beside it): bit for bit the seed of any pair, and of seed_batch 1
     pair = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [7, 5], "dtype": "float64"}})
     ones = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 7], "dtype": "float64", "seed_batch": 1}})
@@ -96,3 +100,25 @@ def test_divergence_stops_with_quantity_and_time():
     partial = info.value.partial
     assert partial is not None and np.all(np.isfinite(partial.q.values))
     assert partial.attrs["status"].startswith("failed")
+
+
+def test_default_seed_batch_holds_16_mib_of_data_and_compiles_one_shape():
+    """The automatic width: as many seeds as hold SEED_BATCH_BYTES of training data (n d entries
+    each), at least two; an explicit seed_batch wins. Uneven groups are balanced and padded, so
+    the simulator compiles one program whatever the number of seeds."""
+    from sgdlab.dmft.config import SEED_BATCH_BYTES, Config
+    from sgdlab.dmft.experiment import simulation_inputs
+    from sgdlab.dmft.simulation import batched
+
+    def width(**sim):
+        return Config.model_validate({"simulation": sim}).seed_batch_width()
+
+    assert SEED_BATCH_BYTES == 16 * 2**20
+    assert width(d=2000) == 2  # 4000 x 2000 float32 = 32 MB a seed: the minimum pair
+    assert width(d=100) == SEED_BATCH_BYTES // (200 * 100 * 4) == 209
+    assert width(d=500, dtype="float64") == SEED_BATCH_BYTES // (1000 * 500 * 8) == 4
+    assert width(d=100, seed_batch=3) == 3
+    cfg = {"simulation": {"d": 40, "seeds": 5, "seed_batch": 3}, "algorithm": {"horizon": 1.0}}
+    sgdlab.run(cfg)  # groups [0, 1, 2], [3, 4, 3] (not [0, 1, 2], [3, 4]: two shapes)
+    init, _, advance = batched(simulation_inputs(Config.model_validate(cfg))[0])
+    assert init._cache_size() == 1 and advance._cache_size() == 1

@@ -74,7 +74,9 @@ def run_many(cfgs: list[Config]) -> list[xr.Dataset | Exception]:
     """The Datasets of several configs of one structure (sweep points; see :func:`group_key`):
     their simulations in one vmapped program, then each config's theories. A failed config
     gives its exception in place of a Dataset; the others are unaffected."""
-    sims: list[Any] = simulate_many(cfgs, max_chunks=1) if cfgs[0].simulation.enabled else [None] * len(cfgs)
+    first = cfgs[0]
+    width = first.seed_batch_width() if first.simulation.seed_batch is None else min(first.seed_batch_width(), len(first.simulation.seed_list))
+    sims: list[Any] = simulate_many(cfgs, max_entries=width, max_chunks=1) if first.simulation.enabled else [None] * len(cfgs)
     out: list[xr.Dataset | Exception] = []
     for cfg, sim in zip(cfgs, sims):
         if isinstance(sim, Exception):
@@ -231,7 +233,7 @@ def simulation_inputs(cfg: Config):
 
 def simulate(cfg: Config, progress: ProgressFn | None = None) -> xr.Dataset:
     """Direct simulation of ``cfg`` (validated), vmapped over seeds; see :func:`run`."""
-    (result,) = simulate_many([cfg], progress, max_entries=cfg.simulation.seed_batch)
+    (result,) = simulate_many([cfg], progress, max_entries=cfg.seed_batch_width())
     if isinstance(result, NonFiniteError):
         raise result
     return result
@@ -244,7 +246,8 @@ def simulate_many(
     saves) in one vmapped program; returns one Dataset per config, or the
     :class:`NonFiniteError` of a config whose run produced NaN/inf (the others are unaffected).
 
-    The batch axis holds every (config, seed) pair, ``max_entries`` at a time (default: all).
+    The batch axis holds every (config, seed) pair, at most ``max_entries`` at a time (default:
+    all), in groups of one width (the last padded), so the program compiles once.
     The time loop runs in at most ``max_chunks`` jitted calls (progress and NaN checks between).
     """
     specs = [simulation_inputs(c) for c in cfgs]
@@ -255,7 +258,10 @@ def simulate_many(
     names = observable_names(spec.test_samples)
     per_chunk, n_chunks = _chunking(n_blocks, max_chunks)
     entries = [(i, seed) for i, c in enumerate(cfgs) for seed in c.simulation.seed_list]
-    width = max_entries or len(entries)
+    # balanced groups of one width (one compiled shape): ceil(E / max_entries) groups, the last
+    # one padded with copies of its own entries
+    n_groups = -(-len(entries) // (max_entries or len(entries)))
+    width = -(-len(entries) // n_groups)
     groups = [entries[i : i + width] for i in range(0, len(entries), width)]
     out = np.full((len(names), len(entries), n_blocks + 1), np.nan)
     failed: dict[int, tuple] = {}  # config index -> (quantity, time index, seed)
@@ -263,9 +269,10 @@ def simulate_many(
     for ig, group in enumerate(groups):
         rows = slice(ig * width, ig * width + len(group))
         owner = np.array([i for i, _ in group])
-        # a lone run is computed twice side by side: XLA's CPU matrix-vector path for an unbatched
-        # run is several times slower than for a batch of two (benchmarks/bench_simulator.py)
-        run_group = group * 2 if len(group) == 1 else group
+        # a short group is padded to the width with copies of its entries, and a lone run is
+        # computed twice side by side: XLA's CPU matrix-vector path for an unbatched run is
+        # several times slower than for a batch of two (benchmarks/bench_simulation.py)
+        run_group = [group[k % len(group)] for k in range(max(2, width))]
         n_run = len(group)
         keys = seed_keys([seed for _, seed in run_group])
         params = tile_params([specs[i][1] for i, _ in run_group], 1)
