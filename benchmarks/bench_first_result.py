@@ -1,8 +1,9 @@
 """Time to first result: commands as whole processes, without the persistent compilation cache
 (``SGDLAB_JAX_CACHE=off``, the baseline), cold (a fresh, empty cache folder, which the run fills)
 and warm (a second process with that folder). The floor of a warm run is measured beside them:
-``imports``, a process that only imports the command line (``python -c "import sgdlab.cli"``:
-JAX, xarray, zarr, pydantic, the wings), which no cache can save.
+``imports``, a process that only imports the command line and the command's study (its wing, JAX,
+xarray, pydantic; matplotlib is imported only to draw), which no cache can save; and ``sgdlab
+--help``, a process that imports the command line alone (it imports no JAX).
 
 Each round runs (off, cold, warm) in turn, so that the ratios hold when the machine's speed
 drifts; the median of ``runs`` rounds is printed. ``--quick``: ``sgdlab run --example tiny``,
@@ -43,10 +44,20 @@ def timed(command: str, args: list[str], cache: str, out: str) -> float:
     return seconds
 
 
-def imports_only() -> float:
-    """Wall seconds of a process that imports the command line and exits (the warm run's floor)."""
+def imports_only(command: str) -> float:
+    """Wall seconds of a process that imports the command line and the study of ``command``, then
+    exits (the warm run's floor)."""
+    study = "run" if command == "theory" else command
+    code = f"import sgdlab.cli as cli; cli._study({study!r}).run; import jax.numpy, sgdlab.core.store, zarr"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import sgdlab.cli"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def help_seconds() -> float:
+    """Wall seconds of ``sgdlab --help`` (the command line alone)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sgdlab.cli", "--help"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -67,15 +78,16 @@ def section_commands(quick: bool = False, runs: int = 1, commands=None) -> list[
     rows = []
     for command, args in commands or (QUICK if quick else COMMANDS):
         o, c, w = off_cold_warm(command, args, runs, off_too=not quick)
-        floor = statistics.median(imports_only() for _ in range(runs))
+        floor = statistics.median(imports_only(command) for _ in range(runs))
         rows.append([" ".join(["sgdlab", command, *args]), o, c, w, floor, o and c / o, o and w / o, c / w, (c - floor) / (w - floor)])
     return [table("Commands: cold and warm compilation cache (whole processes)",
                   ["command", "cache off s", "cold s", "warm s", "imports s", "cold / off", "warm / off", "cold / warm",
                    "cold / warm after imports"], rows,
                   [f"median of {runs} round(s) of (off, cold, warm); `-q --no-plot`; cold: a new empty SGDLAB_JAX_CACHE folder"
                    + ("; --quick: no cache-off run" if quick else "")
-                   + "; imports: a process that only imports sgdlab.cli (the floor of any run); "
-                   "cold / warm after imports: (cold - imports) / (warm - imports)."])]
+                   + "; imports: a process that only imports sgdlab.cli and the command's study (the floor of its run); "
+                   "cold / warm after imports: (cold - imports) / (warm - imports); "
+                   f"`sgdlab --help`: {statistics.median(help_seconds() for _ in range(3)):.2f} s (median of 3)."])]
 
 
 def main() -> None:

@@ -16,13 +16,15 @@ Quick use::
 Importing sgdlab enables JAX's 64-bit mode (``jax_enable_x64``; theory solvers run in float64;
 simulators choose their dtype explicitly, ``simulation.dtype``) and JAX's persistent compilation
 cache in ``~/.cache/sgdlab/jax`` (``SGDLAB_JAX_CACHE=DIR`` moves it, ``SGDLAB_JAX_CACHE=off``
-leaves JAX's cache alone): see :mod:`sgdlab.core.jaxconfig`. sgdlab never selects a matplotlib
-backend.
+leaves JAX's cache alone): see :mod:`sgdlab.core.jaxconfig`; both are set when JAX is first
+imported, so importing sgdlab itself is cheap (its names are imported on first use). sgdlab never
+selects a matplotlib backend.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from sgdlab.core.jaxconfig import configure_jax
+from sgdlab.core.lazy import lazy_exports
 
 configure_jax()
 
@@ -31,8 +33,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from sgdlab.core.errors import ConfigError, NonFiniteError, SgdlabError  # noqa: E402
-from sgdlab.dmft.config import Config, load_config  # noqa: E402
-from sgdlab.dmft.experiment import run  # noqa: E402
-
+_WHERE = {
+    "ConfigError": "core.errors",
+    "NonFiniteError": "core.errors",
+    "SgdlabError": "core.errors",
+    "Config": "dmft.config",
+    "load_config": "dmft.config",
+    "run": "dmft.experiment",
+    **{wing: wing for wing in ("core", "dmft", "sde", "manifold", "two_layer")},  # sgdlab.dmft.run, ...
+}
+_, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 __all__ = ["Config", "ConfigError", "NonFiniteError", "SgdlabError", "load_config", "run", "__version__"]

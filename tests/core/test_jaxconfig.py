@@ -21,3 +21,29 @@ def test_cache_folder_moved_and_switched_off(tmp_path):
     assert probe(SGDLAB_JAX_CACHE=str(tmp_path / "c")) == ["True", str(tmp_path / "c"), "True", "False"]
     assert (tmp_path / "c").is_dir()
     assert probe(SGDLAB_JAX_CACHE="off") == ["True", "None", "True", "False"]
+
+
+PROBE_LAZY = (
+    "import os, sys, sgdlab; lazy = 'jax' not in sys.modules; import sgdlab.cli; cli = 'jax' not in sys.modules; "
+    "import jax, jax.numpy as jnp; "
+    "print(lazy, cli, jax.config.jax_enable_x64, jax.config.jax_compilation_cache_dir, jnp.ones(1).dtype, "
+    "'JAX_ENABLE_X64' in os.environ, 'JAX_COMPILATION_CACHE_DIR' in os.environ)"
+)
+
+
+def test_import_sgdlab_does_not_import_jax_and_configures_it_when_imported(tmp_path):
+    """`import sgdlab` (and the command line's module) leave JAX unimported; the first `import jax`
+    after it gets float64 and the cache, without sgdlab touching the environment of child processes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    run = lambda **e: subprocess.run([sys.executable, "-c", PROBE_LAZY], env={**env, **e}, capture_output=True, text=True, check=True).stdout.split()  # noqa: E731
+    assert run(SGDLAB_JAX_CACHE=str(tmp_path / "c")) == ["True", "True", "True", str(tmp_path / "c"), "float64", "False", "False"]
+    assert run(SGDLAB_JAX_CACHE="off") == ["True", "True", "True", "None", "float64", "False", "False"]
+
+
+def test_lazy_names_of_the_package():
+    import sgdlab
+
+    assert sgdlab.run is sgdlab.dmft.experiment.run
+    assert sgdlab.Config is sgdlab.dmft.config.Config
+    assert callable(sgdlab.core.store.save)
+    assert set(sgdlab.__all__) <= set(dir(sgdlab))

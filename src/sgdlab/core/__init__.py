@@ -2,10 +2,15 @@
 sweep engine, terminal reports, plot helpers, and the Study / command shape. It imports no wing.
 
 After ``import sgdlab``, ``sgdlab.core.store.save(ds, path)`` and ``sgdlab.core.store.load(path)``
-write and read result stores.
+write and read result stores. Names are imported on first use.
 """
 
-from sgdlab.core import config, errors, provenance, store, study, sweep  # noqa: F401
-from sgdlab.core.errors import ConfigError, NonFiniteError, SgdlabError
+from sgdlab.core.lazy import lazy_exports
 
-__all__ = ["ConfigError", "NonFiniteError", "SgdlabError", "config", "errors", "provenance", "store", "study", "sweep"]
+_WHERE = {
+    "ConfigError": "errors",
+    "NonFiniteError": "errors",
+    "SgdlabError": "errors",
+    **{m: m for m in ("config", "errors", "provenance", "store", "study", "sweep")},
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -5,7 +5,8 @@ Usage in ``sgdlab/<wing>/__init__.py``::
     _WHERE = {"run": "experiment", "figures": "plot"}       # name -> submodule
     __all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
-A name is imported from ``<package>.<submodule>`` at its first use and cached in the package.
+A name is imported from ``<package>.<submodule>`` at its first use and cached in the package; a
+name mapped to itself (``{"noise": "noise"}``) exports the submodule ``<package>.noise``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def lazy_exports(package: str, where: dict[str, str]) -> tuple[list[str], Callab
 
     def __getattr__(name: str) -> Any:
         if name in where:
-            value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+            module = importlib.import_module(f"{package}.{where[name]}")
+            value = module if where[name] == name else getattr(module, name)
             setattr(sys.modules[package], name, value)
             return value
         raise AttributeError(f"module {package!r} has no attribute {name!r}")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
-
-import xarray as xr
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from sgdlab.core.config import ExperimentConfig, validate_config
+
+if TYPE_CHECKING:  # annotations only: importing a study does not import xarray
+    import xarray as xr
 
 ProgressFn = Callable[[int, int], None]
 

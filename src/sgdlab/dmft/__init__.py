@@ -11,33 +11,30 @@ Quick use::
     ds = dmft.run({"algorithm": {"name": "sgd", "batch_fraction": 0.2}, "theory": {"methods": ["dmft"]}})
     ds.test_error.sel({"method": "sim"}).mean("seed")
     noise = dmft.noise.run()          # the effective-noise study (``sgdlab noise``)
+
+Names are imported on first use (importing this package does not import matplotlib or the solvers).
 """
 
-from sgdlab.dmft import noise
-from sgdlab.dmft.batch_mask import MaskChain, mask_chain
-from sgdlab.dmft.config import Config, load_config
-from sgdlab.dmft.experiment import run, simulate, solve_theory
-from sgdlab.dmft.noise import NoiseStudyConfig
-from sgdlab.dmft.plot import figures, plot_order_parameters
-from sgdlab.dmft.problem import GaussianMixture
-from sgdlab.dmft.solver import DMFTError, DMFTResult, Dynamics, SolverOptions, solve_dmft
+from sgdlab.core.lazy import lazy_exports
 
-__all__ = [
-    "Config",
-    "DMFTError",
-    "DMFTResult",
-    "Dynamics",
-    "GaussianMixture",
-    "MaskChain",
-    "NoiseStudyConfig",
-    "SolverOptions",
-    "figures",
-    "load_config",
-    "mask_chain",
-    "noise",
-    "plot_order_parameters",
-    "run",
-    "simulate",
-    "solve_dmft",
-    "solve_theory",
-]
+_WHERE = {
+    "noise": "noise",
+    "MaskChain": "batch_mask",
+    "mask_chain": "batch_mask",
+    "Config": "config",
+    "load_config": "config",
+    "run": "experiment",
+    "simulate": "experiment",
+    "solve_theory": "experiment",
+    "NoiseStudyConfig": "noise",
+    "figures": "plot",
+    "plot_order_parameters": "plot",
+    "GaussianMixture": "problem",
+    "DMFTError": "solver",
+    "DMFTResult": "solver",
+    "Dynamics": "solver",
+    "SolverOptions": "solver",
+    "solve_dmft": "solver",
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

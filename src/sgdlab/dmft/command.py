@@ -15,8 +15,6 @@ from sgdlab.core.study import Study
 from sgdlab.dmft.config import Config
 from sgdlab.dmft.experiment import group_key, run, run_many
 from sgdlab.dmft.noise import NoiseStudyConfig
-from sgdlab.dmft.plot import figures
-
 SUMMARY_VARIABLES = ("m", "q", "train_loss", "train_error", "test_loss", "test_error")
 
 
@@ -54,12 +52,18 @@ def summary_table(ds: xr.Dataset):
     return table(title, ["quantity", "method", "mean", "± s.e.", "z = (sim - theory) / combined s.e."], rows)
 
 
+def _figures(ds: xr.Dataset) -> dict:
+    from sgdlab.dmft.plot import figures  # matplotlib only when a figure is drawn
+
+    return figures(ds)
+
+
 STUDY = Study(
     name="dmft",
     command="run",
     config=Config,
     run=lambda cfg, progress=None: run(cfg, progress),
-    figures=figures,
+    figures=_figures,
     table=summary_table,
     ref="sgdlab.dmft.command:STUDY",
     run_many=run_many,
