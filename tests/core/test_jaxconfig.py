@@ -24,7 +24,8 @@ def test_cache_folder_moved_and_switched_off(tmp_path):
 
 
 PROBE_LAZY = (
-    "import os, sys, sgdlab; lazy = 'jax' not in sys.modules; import sgdlab.cli; cli = 'jax' not in sys.modules; "
+    "import importlib.util, os, sys, sgdlab; lazy = 'jax' not in sys.modules; import sgdlab.cli; cli = 'jax' not in sys.modules; "
+    "importlib.util.find_spec('jax'); "  # a library probing for JAX does not use up the hook
     "import jax, jax.numpy as jnp; "
     "print(lazy, cli, jax.config.jax_enable_x64, jax.config.jax_compilation_cache_dir, jnp.ones(1).dtype, "
     "'JAX_ENABLE_X64' in os.environ, 'JAX_COMPILATION_CACHE_DIR' in os.environ)"

@@ -51,26 +51,39 @@ def _configure_now() -> None:
     configure_compilation_cache()
 
 
-class _AfterJaxImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Runs :func:`_configure_now` right after the module ``jax`` has executed, whoever imports it
-    first (a one-shot post-import hook: it removes itself at the first ``import jax``)."""
+class _AfterJaxImport(importlib.abc.MetaPathFinder):
+    """A one-shot post-import hook: runs :func:`_configure_now` right after the module ``jax`` has
+    executed, whoever imports it first, then leaves ``sys.meta_path``. A mere lookup
+    (``importlib.util.find_spec("jax")`` by a library probing for JAX) does not use it up."""
+
+    _busy = False
 
     def find_spec(self, name, path=None, target=None):
-        if name != "jax":
+        if name != "jax" or self._busy:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("jax")
-        if spec is None or spec.loader is None:
-            return spec
-        self._loader = spec.loader
-        spec.loader = self
+        self._busy = True
+        try:
+            spec = importlib.util.find_spec("jax")  # the other finders' answer
+        finally:
+            self._busy = False
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ConfiguringLoader(spec.loader, self)
         return spec
+
+
+class _ConfiguringLoader(importlib.abc.Loader):
+    """The loader of ``jax``, then :func:`_configure_now`."""
+
+    def __init__(self, loader, finder: _AfterJaxImport):
+        self._loader, self._finder = loader, finder
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)
+        if self._finder in sys.meta_path:
+            sys.meta_path.remove(self._finder)
         _configure_now()
 
 
