@@ -5,6 +5,10 @@
   compiling: in ``$SGDLAB_JAX_CACHE`` (default ``~/.cache/sgdlab/jax``); ``SGDLAB_JAX_CACHE=off``
   leaves JAX's cache settings alone. A cache directory the user already configured for JAX
   (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept.
+
+Both are set the moment JAX is imported (:func:`configure_jax`: at once if it already is, else by
+a one-shot post-import hook), so that ``import sgdlab`` does not import JAX and the command line's
+``--help`` stays instant; nothing is written to the environment of child processes.
 """
 
 from __future__ import annotations
