@@ -48,7 +48,8 @@ def imports_only(command: str) -> float:
     """Wall seconds of a process that imports the command line and the study of ``command``, then
     exits (the warm run's floor)."""
     study = "run" if command == "theory" else command
-    code = f"import sgdlab.cli as cli; cli._study({study!r}).run; import jax.numpy, sgdlab.core.store, zarr"
+    code = (f"from sgdlab.cli import STUDIES; from sgdlab.core.study import study_from_ref; "
+            f"study_from_ref(STUDIES[{study!r}][0]).run; import jax.numpy, sgdlab.core.store, zarr")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

@@ -48,3 +48,18 @@ def test_lazy_names_of_the_package():
     assert sgdlab.Config is sgdlab.dmft.config.Config
     assert callable(sgdlab.core.store.save)
     assert set(sgdlab.__all__) <= set(dir(sgdlab))
+
+
+PROBE_STUDIES = (
+    "import sys, pickle, sgdlab.cli as cli; "
+    "studies = [cli._study(c) for c in cli.STUDIES]; "
+    "print('matplotlib' in sys.modules, all(callable(s.figures) and callable(s.table) for s in studies), "
+    "pickle.loads(pickle.dumps(studies[2].figures)) == studies[2].figures)"
+)
+
+
+def test_a_study_imports_matplotlib_only_to_draw():
+    """Every command's study names its figures (and tables) as "module:attr", imported at the first
+    call: a run with --no-plot never imports matplotlib; the lazy reference pickles (sweep workers)."""
+    out = subprocess.run([sys.executable, "-c", PROBE_STUDIES], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]

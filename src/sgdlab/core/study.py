@@ -8,11 +8,11 @@ finds a study again from its import string :attr:`Study.ref`.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from sgdlab.core.config import ExperimentConfig, validate_config
+from sgdlab.core.lazy import LazyRef, import_ref
 
 if TYPE_CHECKING:  # annotations only: importing a study does not import xarray
     import xarray as xr
@@ -31,6 +31,8 @@ class Study:
     - ``figures``: ``figures(ds) -> {suffix: Figure}`` (suffix ``""`` is the main figure,
       written to ``NAME.png``; others to ``NAME_suffix.png``), from the Dataset alone;
     - ``table``: ``table(ds) -> rich renderable``, the summary printed after a run;
+      ``figures`` and ``table`` may be given as ``"module:ATTRIBUTE"``, imported at their first
+      call (so that a run without figures never imports matplotlib);
     - ``ref``: ``"module:ATTRIBUTE"`` of this object, so that a worker process can import it;
     - ``run_many``: optional ``run_many(configs) -> [Dataset | Exception]`` for sweep points of
       one structure computed together (default: ``run`` on each);
@@ -44,12 +46,17 @@ class Study:
     command: str
     config: type[ExperimentConfig]
     run: Callable[[Any, ProgressFn | None], xr.Dataset]
-    figures: Callable[[xr.Dataset], dict[str, Any]]
-    table: Callable[[xr.Dataset], Any]
+    figures: Callable[[xr.Dataset], dict[str, Any]] | str
+    table: Callable[[xr.Dataset], Any] | str
     ref: str
     run_many: Callable[[list[Any]], list[Any]] | None = None
     group_key: Callable[[Any], Hashable] | None = None
     sweep_variables: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("figures", "table"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, LazyRef(getattr(self, name)))
 
     def load(self, source) -> ExperimentConfig:
         """The validated config of ``source`` (a config, a dict of TOML keys or a TOML path)."""
@@ -70,5 +77,4 @@ class Study:
 
 def study_from_ref(ref: str) -> Study:
     """Import the :class:`Study` named by ``"module:ATTRIBUTE"``."""
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return import_ref(ref)

@@ -15,6 +15,7 @@ from sgdlab.core.study import Study
 from sgdlab.dmft.config import Config
 from sgdlab.dmft.experiment import group_key, run, run_many
 from sgdlab.dmft.noise import NoiseStudyConfig
+
 SUMMARY_VARIABLES = ("m", "q", "train_loss", "train_error", "test_loss", "test_error")
 
 
@@ -52,18 +53,12 @@ def summary_table(ds: xr.Dataset):
     return table(title, ["quantity", "method", "mean", "± s.e.", "z = (sim - theory) / combined s.e."], rows)
 
 
-def _figures(ds: xr.Dataset) -> dict:
-    from sgdlab.dmft.plot import figures  # matplotlib only when a figure is drawn
-
-    return figures(ds)
-
-
 STUDY = Study(
     name="dmft",
     command="run",
     config=Config,
     run=lambda cfg, progress=None: run(cfg, progress),
-    figures=_figures,
+    figures="sgdlab.dmft.plot:figures",
     table=summary_table,
     ref="sgdlab.dmft.command:STUDY",
     run_many=run_many,
@@ -77,25 +72,13 @@ def _run_noise(cfg, progress=None):
     return noise.run(cfg, progress)
 
 
-def _noise_figures(ds: xr.Dataset) -> dict:
-    from sgdlab.dmft.noise_plot import figures as noise_figures
-
-    return noise_figures(ds)
-
-
-def _noise_table(ds: xr.Dataset):
-    from sgdlab.dmft.noise_plot import table as noise_table
-
-    return noise_table(ds)
-
-
 NOISE = Study(
     name="noise",
     command="noise",
     config=NoiseStudyConfig,
     run=_run_noise,
-    figures=_noise_figures,
-    table=_noise_table,
+    figures="sgdlab.dmft.noise_plot:figures",
+    table="sgdlab.dmft.noise_plot:table",
     ref="sgdlab.dmft.command:NOISE",
     sweep_variables=("D_inf", "T_eff", "kappa_max"),
 )

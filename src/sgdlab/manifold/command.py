@@ -10,15 +10,14 @@ from __future__ import annotations
 from sgdlab.core.study import Study
 from sgdlab.manifold.config import ManifoldConfig
 from sgdlab.manifold.experiment import STUDY_NAME, run
-from sgdlab.manifold.plot import figures, table
 
 STUDY = Study(
     name=STUDY_NAME,
     command="manifold",
     config=ManifoldConfig,
     run=run,
-    figures=figures,
-    table=table,
+    figures="sgdlab.manifold.plot:figures",
+    table="sgdlab.manifold.plot:table",
     ref="sgdlab.manifold.command:STUDY",
 )
 

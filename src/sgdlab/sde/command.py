@@ -5,14 +5,13 @@ from __future__ import annotations
 from sgdlab.core.study import Study
 from sgdlab.sde.config import SDEConfig
 from sgdlab.sde.experiment import STUDY_NAME, run
-from sgdlab.sde.plot import figures, table
 
 STUDY = Study(
     name=STUDY_NAME,
     command="sde",
     config=SDEConfig,
     run=run,
-    figures=figures,
-    table=table,
+    figures="sgdlab.sde.plot:figures",
+    table="sgdlab.sde.plot:table",
     ref="sgdlab.sde.command:STUDY",
 )

@@ -6,15 +6,14 @@ from __future__ import annotations
 from sgdlab.core.study import Study
 from sgdlab.two_layer.config import TimescalesConfig
 from sgdlab.two_layer.experiment import STUDY_NAME, run
-from sgdlab.two_layer.plot import figures, table
 
 STUDY = Study(
     name=STUDY_NAME,
     command="timescales",
     config=TimescalesConfig,
     run=run,
-    figures=figures,
-    table=table,
+    figures="sgdlab.two_layer.plot:figures",
+    table="sgdlab.two_layer.plot:table",
     ref="sgdlab.two_layer.command:STUDY",
     sweep_variables=("risk_mean",),  # the learning curves of each point (t_half has a degree dim)
 )
