@@ -33,7 +33,7 @@ import time
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import child, copy_bandwidth, platforms, table
+from benchmarks.common import child, copy_bandwidth, fmt, platforms, table
 
 PROBLEM = dict(alpha=2.0, delta=0.5, ridge=0.1, loss="square")
 ETA, B, TAU, SAVE_EVERY = 0.1, 0.3, 2.0, 10
@@ -79,8 +79,10 @@ def numpy_loop_rate(problem, d: int, dtype: str, steps: int, seeds: int) -> floa
     return seeds * steps / elapsed
 
 
-def simulator_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, numpy_seeds: int, platform: str) -> dict:
-    """One throughput case, in this process (its platform is JAX's default device)."""
+def simulator_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, numpy_seeds: int, platform: str,
+                   entries: str = "auto") -> dict:
+    """One throughput case, in this process (its platform is JAX's default device); ``entries``
+    as :func:`sgdlab.dmft.simulation.batched` (``"auto"``: seed by seed on a CPU)."""
     import jax
     import jax.numpy as jnp
 
@@ -88,7 +90,7 @@ def simulator_case(d: int, dtype: str, seeds: int, steps: int, seed_batch: int, 
     from sgdlab.dmft.simulation import batched, tile_params
 
     bandwidth = copy_bandwidth(platform, 2**28 if d <= 2000 else 2**29)
-    init, _, advance = batched(spec)
+    init, _, advance = batched(spec, entries)
     n_blocks = steps // SAVE_EVERY
     elapsed = 0.0
     for start in range(0, seeds, seed_batch):
@@ -129,10 +131,12 @@ def whole_matrix_inputs(key, problem, c, v):
     return (c[:, None] * v[None, :]) / jnp.sqrt(d).astype(v.dtype) + jnp.sqrt(problem.delta).astype(v.dtype) * z
 
 
-def memory_case(d: int, dtype: str, seeds: int, generator: str, execute: bool, platform: str) -> dict:
+def memory_case(d: int, dtype: str, seeds: int, generator: str, execute: bool, platform: str, layout: str = "vmap") -> dict:
     """Memory plan and measured peak of the simulator's ``init`` with ``generator`` (``blocks``
     or ``whole``), in this process; the compiled program is loaded before the high-water mark is
-    reset, so the peak is that of running it (once: a freed buffer would stay resident)."""
+    reset, so the peak is that of running it (once: a freed buffer would stay resident).
+    ``layout``: ``"vmap"`` (the seeds vmapped: the generator alone) or ``"library"`` (the
+    library's own ``init``, seed by seed on a CPU)."""
     import jax
 
     from benchmarks.common import peak_rss, reset_peak_rss, rss_bytes
@@ -142,7 +146,7 @@ def memory_case(d: int, dtype: str, seeds: int, generator: str, execute: bool, p
     if generator == "whole":
         gm.sample_inputs = whole_matrix_inputs
     _, spec, params = _setup(d, dtype)
-    init = jax.jit(jax.vmap(lambda p, k: S.init(spec, p, k)))
+    init = jax.jit(jax.vmap(lambda p, k: S.init(spec, p, k))) if layout == "vmap" else S.batched(spec)[0]
     p, keys = S.tile_params(params, seeds), S.seed_keys(range(seeds))
     compiled = init.lower(p, keys).compile()
     plan = compiled.memory_analysis()
@@ -160,38 +164,44 @@ def memory_case(d: int, dtype: str, seeds: int, generator: str, execute: bool, p
 
 
 def section_simulator(quick: bool = False) -> list[str]:
-    """Throughput table: per (d, dtype), CPU (and GPU) rates, NumPy ratio, fraction of the bound."""
-    # batch None: the library's default width (SEED_BATCH_BYTES of data); 16: all seeds at once
-    cases = [(1000, "float32", 16, None), (1000, "float32", 16, 16)] if quick else \
-        [(1000, "float32", 16, None), (1000, "float32", 16, 16), (1000, "float64", 16, None), (1000, "float64", 16, 16),
-         (2000, "float32", 16, None), (2000, "float32", 16, 16), (2000, "float64", 16, None),
-         (8000, "float32", 16, None), (8000, "float64", 16, None)]
+    """Throughput table: per (d, dtype), the library's layout at its default width and, as the
+    in-run baseline, the seeds vmapped (16 at once, and at the default width where it differs);
+    the NumPy ratio and the fraction of the bandwidth bound (GPU column where one is lent)."""
+    # (d, dtype, seeds): default layout at the default width; vmapped at that width and at 16
+    cases = [(300, "float32", 16), (1000, "float32", 16)] if quick else \
+        [(300, "float32", 16), (1000, "float32", 16), (1000, "float64", 16), (2000, "float32", 16),
+         (2000, "float64", 16), (8000, "float32", 4), (8000, "float64", 4)]
     steps, numpy_seeds = (20, 1) if quick else (100, 2)
     plats = platforms()
     rows = []
-    for d, dtype, seeds, batch in cases:
-        batch = batch or default_width(d, dtype, seeds)
-        res = {pl: child("bench_simulation", dict(d=d, dtype=dtype, seeds=seeds, steps=steps, seed_batch=batch,
-                                                  numpy_seeds=numpy_seeds if pl == "cpu" else 0, platform=pl),
+    for d, dtype, seeds in cases:
+        width = default_width(d, dtype, seeds)
+        case = dict(d=d, dtype=dtype, seeds=seeds, steps=steps, seed_batch=width)
+        res = {pl: child("bench_simulation", dict(case, numpy_seeds=numpy_seeds if pl == "cpu" else 0, platform=pl),
                          env={"JAX_PLATFORMS": JAX_PLATFORM[pl]}) for pl in plats}
         cpu = res["cpu"]
-        row = [f"{d} {dtype}", f"{seeds} ({batch})", cpu["sim"], cpu["numpy"], cpu["sim"] / cpu["numpy"], cpu["bandwidth"] / 1e9,
-               cpu["bound"], cpu["sim"] / cpu["bound"]]
+        vmapped = [child("bench_simulation", dict(case, seed_batch=b, numpy_seeds=0, platform="cpu", entries="vmap"),
+                         env={"JAX_PLATFORMS": "cpu"})["sim"] for b in sorted({max(2, width), seeds})]
+        row = [f"{d} {dtype}", f"{seeds} ({width})", cpu["sim"], " / ".join(fmt(v) for v in vmapped), cpu["numpy"],
+               cpu["sim"] / cpu["numpy"], cpu["sim"] / max(vmapped), cpu["bandwidth"] / 1e9, cpu["bound"], cpu["sim"] / cpu["bound"]]
         if "gpu" in res:
             row += [res["gpu"]["sim"], res["gpu"]["sim"] / res["gpu"]["bound"]]
         rows.append(row)
-    header = ["d, dtype", "seeds (batch)", "sim steps/s", "NumPy steps/s", "sim / NumPy", "copy GB/s", "bound steps/s", "sim / bound"]
+    header = ["d, dtype", "seeds (batch)", "sim steps/s", "vmapped steps/s", "NumPy steps/s", "sim / NumPy",
+              "sim / best vmapped", "copy GB/s", "bound steps/s", "sim / bound"]
     if "gpu" in plats:
         header += ["GPU sim steps/s", "GPU sim / GPU bound"]
     return [table("Simulator throughput (seed-steps per second)", header, rows, [
-        f"persistent SGD, square loss, alpha = 2, {steps} timed steps; batch: seeds per vmapped program (the default "
-        f"holds 16 MiB of data, at least 2; 16 = all seeds at once); NumPy: a one-seed loop on {numpy_seeds} seed(s); "
-        "bound = copy bandwidth (read + write, same process) / (2 n d bytes per step)."])]
+        f"persistent SGD, square loss, alpha = 2, {steps} timed steps. sim: the library's CPU layout (seeds one "
+        "after the other, row-blocked products), batch = its default width (16 MiB of data, at least 1 seed). "
+        "vmapped: the same step with the seeds vmapped (the GPU layout) in batches of max(2, default) / all seeds. "
+        f"NumPy: a one-seed loop on {numpy_seeds} seed(s). bound = copy bandwidth (read + write, same process) / "
+        "(2 n d bytes per step)."])]
 
 
 def section_memory(quick: bool = False) -> list[str]:
     """Data peak memory / data size and generation rate: row blocks against the whole-matrix draw."""
-    cases = [(1000, "float32", 4)] if quick else [(2000, "float32", 16), (2000, "float64", 16), (8000, "float64", 4)]
+    cases = [(1000, "float32", 4)] if quick else [(1000, "float32", 16), (2000, "float32", 16), (2000, "float64", 16), (8000, "float64", 4)]
     bandwidth = copy_bandwidth("cpu", 2**28)
     rows = []
     for d, dtype, seeds in cases:
@@ -199,14 +209,20 @@ def section_memory(quick: bool = False) -> list[str]:
         # the whole-matrix baseline is run only where its ~4x peak fits comfortably
         whole = child("bench_simulation", dict(memory=True, d=d, dtype=dtype, seeds=seeds, generator="whole",
                                                execute=blocks["data_gib"] <= 1.0, platform="cpu"))
+        width = default_width(d, dtype, seeds)
+        library = child("bench_simulation", dict(memory=True, d=d, dtype=dtype, seeds=width, generator="blocks", execute=False,
+                                                 platform="cpu", layout="library"))
         itemsize = 4 if dtype == "float32" else 8
-        rows.append([f"{d} {dtype}", seeds, blocks["data_gib"], blocks["plan"], blocks["rss"], whole["plan"], whole.get("rss"),
+        rows.append([f"{d} {dtype}", seeds, blocks["data_gib"], blocks["plan"], blocks["rss"], f"{fmt(library['plan'])} ({width})",
+                     whole["plan"], whole.get("rss"),
                      blocks["seconds"], whole.get("seconds"), blocks["rate"] / 1e6, bandwidth / (2 * itemsize * blocks["rate"])])
     return [table("Simulator data: peak memory / data size", [
-        "d, dtype", "seeds", "data GiB", "blocks: plan / data", "blocks: peak RSS / data", "whole: plan / data",
+        "d, dtype", "seeds", "data GiB", "blocks: plan / data", "blocks: peak RSS / data", "library call: plan / data (seeds)",
+        "whole: plan / data",
         "whole: peak RSS / data", "blocks s", "whole s", "blocks M entries/s", "on-the-fly / stored per step"], rows, [
         "plan: XLA's memory plan of the simulator's init (outputs + temporaries); peak RSS: resident high-water mark above "
-        "the loaded program while it runs. 'whole' is the whole-matrix draw the row blocks replaced (run only up to 1 GiB of data). "
+        "the loaded program while it runs. library call: the plan of one call of the library's init at its default width "
+        "(on a CPU the seeds one after the other). 'whole' is the whole-matrix draw the row blocks replaced (run only up to 1 GiB of data). "
         f"on-the-fly / stored: regenerating every row once per step from the counter-based key (at the blocks' rate) "
         f"against reading the stored matrix twice at the copy bandwidth ({bandwidth / 1e9:.1f} GB/s)."])]
 

@@ -25,7 +25,7 @@ WINGS = ("dmft", "sde", "manifold", "two_layer")
 ROLES = {
     "dmft": {
         "model": {"problem", "losses", "batch_mask", "update", "steps"},
-        "simulator": {"simulation", "noise_sim"},
+        "simulator": {"simulation", "noise_sim", "products"},
         "theory": {"solver", "dynamics", "weight_side", "effective", "march", "replicas", "fdt"},
         "study": {"__init__", "config", "experiment", "noise", "noise_plot", "plot", "command"},
     },

@@ -73,25 +73,50 @@ def test_float32_agrees_with_float64():
         assert diff < 1e-4 and diff < 0.05 * spread, (k, diff, spread)
 
 
-def test_same_config_same_numbers_and_seed_independence_of_batching():
-    cfg = {"simulation": {"d": 300, "seeds": [5, 2, 7], "dtype": "float64"}, "algorithm": {"horizon": 2.0}}
-    a, b = sgdlab.run(cfg), sgdlab.run(cfg)
-    for k in ("m", "q", "train_loss"):
-        np.testing.assert_array_equal(a[k].values, b[k].values)
-    alone = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [7], "dtype": "float64"}})
-    batched = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 2, 7], "dtype": "float64", "seed_batch": 2}})
-    np.testing.assert_allclose(alone.m.values[0, 0], a.m.sel(seed=7).values[0], rtol=1e-12)
-    np.testing.assert_allclose(batched.q.values, a.q.values, rtol=1e-12)
-    # seed_batch 2 over three seeds runs [5, 2] then [7, 7]: the short group is padded with its own
-    # copy, so seed 7 is bit for bit the lone run
-    for k in ("m", "q", "train_loss"):
-        np.testing.assert_array_equal(batched[k].sel(seed=[7]).values, alone[k].values)
-    # a lone seed runs in a pair (its own copy beside it): bit for bit the seed of any pair, and of seed_batch 1
-    pair = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [7, 5], "dtype": "float64"}})
-    ones = sgdlab.run({**cfg, "simulation": {"d": 300, "seeds": [5, 7], "dtype": "float64", "seed_batch": 1}})
-    for k in ("m", "q", "train_loss"):
-        np.testing.assert_array_equal(alone[k].sel(seed=7).values, pair[k].sel(seed=7).values)
-        np.testing.assert_array_equal(ones[k].values, pair[k].sel(seed=[5, 7]).values)
+def test_a_seed_gives_the_same_bits_in_any_batching():
+    """On a CPU a seed's run does not depend on what runs beside it: alone, in a list, in groups
+    of any seed_batch (padded or not), bit for bit (the vmapped layout does not promise this:
+    docs/dmft.md measures it differing with the width)."""
+    base = {"algorithm": {"horizon": 2.0}}
+    runs = {
+        "list": {"seeds": [5, 2, 7, 3, 11]},
+        "alone": {"seeds": [7]},
+        "pair": {"seeds": [7, 5]},
+        "batch 1": {"seeds": [5, 2, 7, 3, 11], "seed_batch": 1},
+        "batch 2": {"seeds": [5, 2, 7, 3, 11], "seed_batch": 2},  # [5, 2], [7, 3], [11, 11]
+        "batch 3": {"seeds": [5, 2, 7, 3, 11], "seed_batch": 3},  # [5, 2, 7], [3, 11, 3]
+    }
+    for dtype in ("float64", "float32"):
+        out = {name: sgdlab.run({**base, "simulation": {"d": 300, "dtype": dtype, **sim}}) for name, sim in runs.items()}
+        again = sgdlab.run({**base, "simulation": {"d": 300, "dtype": dtype, **runs["list"]}})
+        for k in ("m", "q", "train_loss", "test_error"):
+            ref = out["list"][k]
+            np.testing.assert_array_equal(again[k].values, ref.values)
+            for name, ds in out.items():
+                np.testing.assert_array_equal(ds[k].values, ref.sel(seed=ds.seed.values).values, err_msg=f"{dtype} {name} {k}")
+
+
+def test_vmapped_entries_agree_with_entries_one_by_one_to_rounding():
+    """The GPU layout (entries vmapped) against the CPU one (entries one after the other): the
+    same numbers to rounding (float64, relative 1e-12 after 4 saves); entries one by one give the
+    same bits at any width."""
+    from sgdlab.dmft.config import Config
+    from sgdlab.dmft.experiment import simulation_inputs
+    from sgdlab.dmft.simulation import batched, seed_keys, tile_params
+
+    spec, params = simulation_inputs(Config.model_validate({"simulation": {"d": 1000, "dtype": "float64"}}))
+    results = {}
+    for entries in ("map", "vmap"):
+        init, _, advance = batched(spec, entries)
+        for width in (2, 5):
+            p, keys = tile_params(params, width), seed_keys(range(width))
+            data, state = init(p, keys)
+            results[entries, width] = np.asarray(advance(p, data, keys, state, 4)[0].w[:2])
+    np.testing.assert_array_equal(results["map", 2], results["map", 5])
+    for key, w in results.items():
+        np.testing.assert_allclose(w, results["map", 2], rtol=1e-12, atol=1e-14, err_msg=str(key))
+    with pytest.raises(ValueError, match="entries = 'pmap'; allowed"):
+        batched(spec, "pmap")
 
 
 def test_divergence_stops_with_quantity_and_time():
@@ -104,7 +129,7 @@ def test_divergence_stops_with_quantity_and_time():
 
 def test_default_seed_batch_holds_16_mib_of_data_and_compiles_one_shape():
     """The automatic width: as many seeds as hold SEED_BATCH_BYTES of training data (n d entries
-    each), at least two; an explicit seed_batch wins. Uneven groups are balanced and padded, so
+    each), at least one; an explicit seed_batch wins. Uneven groups are balanced and padded, so
     the simulator compiles one program whatever the number of seeds."""
     from sgdlab.dmft.config import SEED_BATCH_BYTES, Config
     from sgdlab.dmft.experiment import simulation_inputs
@@ -114,7 +139,7 @@ def test_default_seed_batch_holds_16_mib_of_data_and_compiles_one_shape():
         return Config.model_validate({"simulation": sim}).seed_batch_width()
 
     assert SEED_BATCH_BYTES == 16 * 2**20
-    assert width(d=2000) == 2  # 4000 x 2000 float32 = 32 MB a seed: the minimum pair
+    assert width(d=2000) == 1  # 4000 x 2000 float32 = 32 MB a seed
     assert width(d=100) == SEED_BATCH_BYTES // (200 * 100 * 4) == 209
     assert width(d=500, dtype="float64") == SEED_BATCH_BYTES // (1000 * 500 * 8) == 4
     assert width(d=100, seed_batch=3) == 3

@@ -79,3 +79,23 @@ def test_peak_memory_of_the_data_is_within_1_2_of_the_data(dtype):
         pytest.skip("this backend gives no memory plan")
     data = seeds * spec.n * d * jnp.dtype(dtype).itemsize
     assert (plan.temp_size_in_bytes + plan.output_size_in_bytes) / data <= 1.2
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_memory_of_the_cpu_layout_is_the_data_plus_one_entry_at_most(width):
+    """Entries run one after the other (``batched(spec, "map")``): XLA copies the entry it works
+    on when a call holds several, so a call of ``W`` entries plans at most the data plus one
+    entry plus the generation's 0.2; a lone entry, 1.2x the data as above."""
+    problem, d = gm.GaussianMixture(), 1000
+    spec, params = S.simulation_setup(problem, "persistent_sgd", d, 0.1, 0.3, 2.0, save_every=2, dtype=jnp.float32)
+    init, _, advance = S.batched(spec, "map")
+    p, keys = S.tile_params(params, width), S.seed_keys(range(width))
+    plan = init.lower(p, keys).compile().memory_analysis()
+    if plan is None:
+        pytest.skip("this backend gives no memory plan")
+    entry = spec.n * d * 4
+    bound = 1.2 + (1 / width if width > 1 else 0)
+    assert (plan.temp_size_in_bytes + plan.output_size_in_bytes) / (width * entry) <= bound
+    data, state = init(p, keys)
+    plan = advance.lower(p, data, keys, state, 3).compile().memory_analysis()
+    assert plan.temp_size_in_bytes / (width * entry) <= bound - 1

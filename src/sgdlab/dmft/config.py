@@ -96,7 +96,7 @@ MAX_SEEDS = 100_000
 #: the largest number of training samples round(alpha d) of a simulation
 MAX_SAMPLES = 10**9
 #: the default seed batch holds at most this much training data (``n d`` entries per seed; at
-#: least two seeds): small problems stay in the CPU's last-level cache from one step to the next
+#: least one seed): the data of one compiled call, in memory at once
 SEED_BATCH_BYTES = 16 * 2**20
 
 
@@ -205,7 +205,7 @@ class SimulationConfig(Section):
     seeds: int | list[int] = Field(8, description="number of seeds (0..n-1) or an explicit list of seeds")
     dtype: Literal["float32", "float64"] = "float32"
     test_samples: int = Field(0, ge=0, description="size of a sampled test set to check the exact test error (0: none)")
-    seed_batch: int | None = Field(None, ge=1, le=MAX_SEEDS, description="seeds simulated at once (vmapped), in [1, 100000]; default: as many as hold 16 MiB of data, at least 2")
+    seed_batch: int | None = Field(None, ge=1, le=MAX_SEEDS, description="seeds in one compiled call (their data in memory at once), in [1, 100000]; default: as many as hold 16 MiB of data, at least 1")
 
     @field_validator("seeds")
     @classmethod
@@ -276,15 +276,17 @@ class Config(ExperimentConfig):
         return self
 
     def seed_batch_width(self) -> int:
-        """Seeds simulated at once (one vmapped program): ``simulation.seed_batch``, else as many
-        as hold :data:`SEED_BATCH_BYTES` of training data, at least 2 (a lone seed is computed
-        beside a copy of itself). The automatic width is not capped by the number of seeds: a
-        sweep task fills its batches with the seeds of several points."""
+        """Seeds in one compiled call (their training data in memory at once):
+        ``simulation.seed_batch``, else as many as hold :data:`SEED_BATCH_BYTES` of training data,
+        at least 1. On a CPU the entries of a call run one after the other, so the width bounds
+        memory and the number of calls and changes no number; on a GPU they are vmapped. The
+        automatic width is not capped by the number of seeds: a sweep task fills its calls with
+        the seeds of several points."""
         sim = self.simulation
         if sim.seed_batch:
             return sim.seed_batch
         per_seed = self.problem.to_problem().n_samples(sim.d) * sim.d * (8 if sim.dtype == "float64" else 4)
-        return max(2, SEED_BATCH_BYTES // per_seed)
+        return max(1, SEED_BATCH_BYTES // per_seed)
 
     def _check_sizes(self, dmft: bool, replicas: int = 1, solves: int = 1) -> None:
         """Refuse (``ValueError`` naming the keys) a sample count out of range or arrays that would
@@ -311,9 +313,10 @@ class Config(ExperimentConfig):
             n = self.problem.to_problem().n_samples(sim.d)
             itemsize = 8 if sim.dtype == "float64" else 4
             n_seeds = sim.seeds if isinstance(sim.seeds, int) else len(sim.seeds)
-            # a lone run is computed in a pair; the noise study's replicas run every seed at once
-            batch = max(2, n_seeds if replicas > 1 else min(self.seed_batch_width(), n_seeds))
-            data = batch * ((n + sim.test_samples) * 3 + 4 * replicas) * sim.d * itemsize  # x (+ its generation temporaries), weights
+            # the noise study's replicas run every seed at once
+            batch = n_seeds if replicas > 1 else min(self.seed_batch_width(), n_seeds)
+            # x (+ its generation temporaries, and on a CPU the copy of the entry being run), weights
+            data = batch * ((n + sim.test_samples) * 3 + 4 * replicas) * sim.d * itemsize
             why = memory_problem(data, f"the simulation ({batch} seeds x {n} samples x d = {sim.d})",
                                  "simulation.d, problem.alpha, simulation.seed_batch or simulation.test_samples"
                                  + (" (or noise.n_replicas)" if replicas > 1 else ""))

@@ -269,10 +269,8 @@ def simulate_many(
     for ig, group in enumerate(groups):
         rows = slice(ig * width, ig * width + len(group))
         owner = np.array([i for i, _ in group])
-        # a short group is padded to the width with copies of its entries, and a lone run is
-        # computed twice side by side: XLA's CPU matrix-vector path for an unbatched run is
-        # several times slower than for a batch of two (benchmarks/bench_simulation.py)
-        run_group = [group[k % len(group)] for k in range(max(2, width))]
+        # a short group is padded to the width with copies of its entries (one compiled shape)
+        run_group = [group[k % len(group)] for k in range(width)]
         n_run = len(group)
         keys = seed_keys([seed for _, seed in run_group])
         params = tile_params([specs[i][1] for i, _ in run_group], 1)

@@ -46,6 +46,7 @@ import numpy as np
 from sgdlab.dmft import losses
 from sgdlab.dmft import problem as gm
 from sgdlab.dmft.batch_mask import init_mask
+from sgdlab.dmft.products import fields
 from sgdlab.dmft.simulation import (
     STREAM_REPLICA,
     SimParams,
@@ -172,7 +173,7 @@ def response_run(
         probes = jax.random.rademacher(jax.random.fold_in(probe_key, w_index), (n_probes, d), st.w.dtype)
         st = plain(st)
         tw = eta * probes  # field inside the bracket of step k_w: w_{k_w+1} += eta f
-        tangent = Tangent(tw, tw @ data.train.x.T / np.sqrt(d).astype(tw.dtype))
+        tangent = Tangent(tw, fields(data.train.x, tw) / np.sqrt(d).astype(tw.dtype))
 
         def lag_step(carry, _):
             s_, tg = carry

@@ -13,13 +13,13 @@ compilation and can be vmapped together (:func:`batched`):
   ``save_every`` steps each, by nested ``lax.scan``; returns the order parameters at the *end* of
   each block. Only scalars per saved time are kept, never the weights history.
 
-:func:`batched` returns them jitted and vmapped over (points, seeds); the caller
+:func:`batched` returns them jitted over a flat batch of (point, seed) entries; the caller
 (:func:`sgdlab.dmft.experiment.simulate`) chunks the time loop so that a progress bar can be shown and a
 non-finite value stops the run at the first chunk where it appears. :func:`make_simulator` binds
 one config into an unbatched jax-md-style triple for tests and scripts.
 
 Cost per step: two passes over the data matrix (``h = X w / sqrt(d)`` and
-``X^T (s * loss') / sqrt(d)``); the pre-activations ``h`` of the current weights are carried in the
+``X^T (s * loss') / sqrt(d)``, by row blocks: :func:`fields`, :func:`data_gradient`); the pre-activations ``h`` of the current weights are carried in the
 state, so saving the training loss/error costs no extra pass.
 """
 
@@ -36,6 +36,7 @@ import numpy as np
 
 from sgdlab.dmft import losses
 from sgdlab.dmft.batch_mask import MaskChain, init_mask, mask_chain, step_mask
+from sgdlab.dmft.products import data_gradient, fields
 from sgdlab.dmft.update import UpdateRule, apply_update, update_rule
 from sgdlab.dmft import problem as gm
 
@@ -197,7 +198,7 @@ def init(spec: SimSpec, params: SimParams, key: jax.Array) -> tuple[SimData, Sim
         s = jnp.ones((spec.n,), bool)
     else:
         s = init_mask(jax.random.fold_in(jax.random.fold_in(key, STREAM_MASK), 0), params.chain, spec.n)
-    h = train.x @ w / np.sqrt(d).astype(dtype)
+    h = fields(train.x, w) / np.sqrt(d).astype(dtype)
     empty = jnp.zeros((0,), dtype)
     w_prev, h_prev = (w, h) if spec.momentum else (empty, empty)
     return SimData(train, x_test, y_test), SimState(w, h, s, jnp.zeros((), jnp.int32), w_prev, h_prev)
@@ -259,14 +260,14 @@ def step_streams(spec: SimSpec, params: SimParams, data: SimData, mask_key: jax.
         return _momentum_step(spec, params, data, mask_key, state, rule, chain, nk, loss, sqrt_d)
     r = jnp.where(state.s, losses.derivative(loss)(y, state.h), 0.0)
     if tangent is None:
-        w = apply_update(rule, state.w, x.T @ r / sqrt_d, nk)
-        h = x @ w / sqrt_d
+        w = apply_update(rule, state.w, data_gradient(x, r) / sqrt_d, nk)
+        h = fields(x, w) / sqrt_d
     else:
         rt = jnp.where(state.s, losses.derivative(loss, 2)(y, state.h), 0.0) * tangent.h  # (P, n)
-        g = jnp.concatenate([r[None], rt]) @ x / sqrt_d  # (P+1, d)
+        g = data_gradient(x, jnp.concatenate([r[None], rt])) / sqrt_d  # (P+1, d)
         w = apply_update(rule, state.w, g[0], nk)
         wt = apply_update(rule, tangent.w, g[1:], None)  # the linear part of the affine update
-        hh = jnp.concatenate([w[None], wt]) @ x.T / sqrt_d  # (P+1, n)
+        hh = fields(x, jnp.concatenate([w[None], wt])) / sqrt_d  # (P+1, n)
         h, tangent = hh[0], Tangent(wt, hh[1:])
     s = state.s
     if not spec.full_batch:
@@ -284,8 +285,8 @@ def _momentum_step(spec, params, data, mask_key, state, rule, chain, noise_key, 
     h_look = state.h + gamma * (state.h - state.h_prev)
     r = jnp.where(state.s, losses.derivative(loss)(y, h_look), 0.0)
     # apply_update(y_k) = y_k - eta [lambda y_k + g / B] (+ noise); add the heavy-ball term.
-    w = apply_update(rule, w_look, x.T @ r / sqrt_d, noise_key) + (beta - gamma) * (state.w - state.w_prev)
-    h = x @ w / sqrt_d
+    w = apply_update(rule, w_look, data_gradient(x, r) / sqrt_d, noise_key) + (beta - gamma) * (state.w - state.w_prev)
+    h = fields(x, w) / sqrt_d
     s = state.s
     if not spec.full_batch:
         s = step_mask(jax.random.fold_in(mask_key, state.k + 1), chain, s)
@@ -315,7 +316,7 @@ def observe(spec: SimSpec, params: SimParams, data: SimData, state: SimState) ->
     )
     if spec.test_samples > 0:
         obs["test_loss_sampled"], obs["test_error_sampled"] = gm.training_observables(
-            problem, data.y_test, data.x_test @ w / np.sqrt(d).astype(w.dtype)
+            problem, data.y_test, fields(data.x_test, w) / np.sqrt(d).astype(w.dtype)
         )
     return obs
 
@@ -332,19 +333,44 @@ def advance(spec: SimSpec, params: SimParams, data: SimData, key: jax.Array, sta
 
 
 @functools.lru_cache(maxsize=64)
-def batched(spec: SimSpec) -> tuple[Callable, Callable, Callable]:
-    """Jitted ``(init, observe, advance)`` vmapped over one flat batch axis of runs.
+def batched(spec: SimSpec, entries: str = "auto") -> tuple[Callable, Callable, Callable]:
+    """Jitted ``(init, observe, advance)`` over one flat batch axis of runs.
 
     Every argument carries that leading axis, the params too: a batch entry is one (point, seed)
     pair, so configs that differ only in values run in one program (use :func:`tile_params`).
-    A single flat axis keeps XLA's matrix-vector products un-nested (a nested points x seeds
-    vmap was measured 3-5x slower on CPU). Cached per spec: every config with the same static
-    structure reuses one compilation. ``advance(params, data, keys, state, n_blocks)`` takes
-    ``n_blocks`` as a static argument.
+    ``advance(params, data, keys, state, n_blocks)`` takes ``n_blocks`` as a static argument.
+    Cached per ``(spec, entries)``: every config with the same static structure reuses one
+    compilation.
+
+    ``entries`` says how the batch axis is run:
+
+    - ``"map"``: one entry after the other (``lax.map``) in one compiled program. An entry's
+      numbers then do not depend on the batch it runs in (its width, its other entries): a seed
+      gives the same bits alone, in any seed list, ``seed_batch`` or sweep task (tested). On a CPU
+      it is also the fast layout at ``d >= 1000``: one seed's data are read twice per step while
+      they sit in cache, and the row-blocked products (:func:`fields`) run near bandwidth
+      (docs/benchmarks.md: 2-3x the vmapped batch at ``d = 2000``; 0.5-0.7x at ``d <= 300``).
+    - ``"vmap"``: the entries vmapped into batched products, the layout for a GPU. Their
+      floating-point reductions may differ in the last bit with the batch width.
+    - ``"auto"`` (default): ``"map"`` on a CPU, ``"vmap"`` on any other backend.
     """
-    init_b = jax.vmap(partial(init, spec))
-    observe_b = jax.vmap(partial(observe, spec))
-    advance_b = jax.vmap(lambda p, dt, k, st, nb: advance(spec, p, dt, k, st, nb), in_axes=(0, 0, 0, 0, None))
+    if entries == "auto":
+        entries = "map" if jax.default_backend() == "cpu" else "vmap"
+    if entries == "map":
+        def init_b(p, k):
+            return jax.lax.map(lambda a: init(spec, *a), (p, k))
+
+        def observe_b(p, dt, st):
+            return jax.lax.map(lambda a: observe(spec, *a), (p, dt, st))
+
+        def advance_b(p, dt, k, st, nb):
+            return jax.lax.map(lambda a: advance(spec, *a, nb), (p, dt, k, st))
+    elif entries == "vmap":
+        init_b = jax.vmap(partial(init, spec))
+        observe_b = jax.vmap(partial(observe, spec))
+        advance_b = jax.vmap(lambda p, dt, k, st, nb: advance(spec, p, dt, k, st, nb), in_axes=(0, 0, 0, 0, None))
+    else:
+        raise ValueError(f"entries = {entries!r}; allowed: 'auto', 'map', 'vmap'")
     return jax.jit(init_b), jax.jit(observe_b), jax.jit(advance_b, static_argnums=4)
 
 
