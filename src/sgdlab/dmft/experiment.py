@@ -276,12 +276,12 @@ def simulate_many(
         params = tile_params([specs[i][1] for i, _ in run_group], 1)
         data, state = init(params, keys)
         obs = observe(params, data, state)
-        out[:, rows, 0] = np.stack([np.asarray(obs[k][:n_run], dtype=np.float64) for k in names])
+        out[:, rows, 0] = np.stack([np.asarray(obs[k], dtype=np.float64)[:n_run] for k in names])
         filled = 0
         for _ in range(n_chunks):
             state, obs = advance(params, data, keys, state, per_chunk)
             take = min(per_chunk, n_blocks - filled)
-            out[:, rows, 1 + filled : 1 + filled + take] = np.stack([np.asarray(obs[k][:n_run, :take], dtype=np.float64) for k in names])
+            out[:, rows, 1 + filled : 1 + filled + take] = np.stack([np.asarray(obs[k], dtype=np.float64)[:n_run, :take] for k in names])
             filled += take
             done += 1
             bad = ~np.isfinite(out[:, rows, : filled + 1])  # (names, entries, t)

@@ -180,7 +180,10 @@ def _problem(spec: SimSpec, params: SimParams) -> gm.GaussianMixture:
 
 def seed_keys(seeds) -> jax.Array:
     """Typed keys ``(n_seeds,)`` of integer seeds: the key of seed ``s`` is ``jax.random.key(s)``."""
-    return jax.vmap(jax.random.key)(jnp.asarray(list(seeds), dtype=jnp.uint32))
+    return _keys(np.asarray(list(seeds), dtype=np.uint32))
+
+
+_keys = jax.jit(jax.vmap(jax.random.key))  # one program, not one eager operation per step of the conversion
 
 
 def init(spec: SimSpec, params: SimParams, key: jax.Array) -> tuple[SimData, SimState]:

@@ -181,9 +181,26 @@ _DYNAMICS_FLOATS = ("eta", "p_on", "p_off", "b", "temperature", "beta", "gamma")
 def _split(problem: gm.GaussianMixture, dynamics: Dynamics):
     """``(static skeleton, n_steps, dynamic float parameters)``."""
     skeleton = dataclasses.replace(problem, **{f: 0.0 for f in _PROBLEM_FLOATS})
-    params = {f: jnp.asarray(float(getattr(problem, f)), jnp.float64) for f in _PROBLEM_FLOATS}
-    params.update({f: jnp.asarray(np.asarray(getattr(dynamics, f), np.float64)) for f in _DYNAMICS_FLOATS})
+    # NumPy values (the jitted programs take them as arguments): no eager JAX operation per solve
+    params = {f: np.asarray(float(getattr(problem, f)), np.float64) for f in _PROBLEM_FLOATS}
+    params.update({f: np.asarray(getattr(dynamics, f), np.float64) for f in _DYNAMICS_FLOATS})
     return skeleton, dynamics.n_steps, params
+
+
+@jax.jit
+def _solve_key(seed, replica) -> jax.Array:
+    """The key of a solve: ``key(seed)``, folded with ``replica`` when it is not 0; one program
+    for every seed and replica instead of several eager operations."""
+    key = jax.random.key(seed)
+    folded = jax.random.fold_in(key, replica)
+    return jax.random.wrap_key_data(jnp.where(replica == 0, jax.random.key_data(key), jax.random.key_data(folded)))
+
+
+@partial(jax.jit, static_argnames="skeleton")
+def _test_observables(params: dict, m: jax.Array, q: jax.Array, skeleton: gm.GaussianMixture):
+    """``(test_loss, test_error)`` of the order parameters ``m, q (T+1,)`` (one program)."""
+    problem = dataclasses.replace(skeleton, **{f: params[f] for f in _PROBLEM_FLOATS})
+    return gm.test_loss(problem, m, q), gm.test_error(problem, m, q)
 
 
 def _join(skeleton: gm.GaussianMixture, n_steps: int, params: dict):
@@ -305,9 +322,7 @@ def solve_dmft(
             f"samples={options.samples} must be >= 2 (n_steps + 1) = {2 * tp} (the probe regression needs "
             f"N > T + 1; its error is O(T/N), so use N >> T)"
         )
-    key = jax.random.key(options.seed)
-    if options.replica:
-        key = jax.random.fold_in(key, options.replica)
+    key = _solve_key(np.uint32(options.seed), np.uint32(options.replica))
     skeleton, _, params = _split(problem, dynamics)
 
     def draw(precision):  # the common random numbers, drawn once: every iteration (and the march) reuses them
@@ -332,7 +347,7 @@ def solve_dmft(
                 f"the sampled dynamics diverged - lower eta or check the parameters"
                 + (" (or use precision='float64')" if precision == "mixed" else "")
             )
-        if not all(bool(jnp.all(jnp.isfinite(x))) for x in kernels):
+        if not all(np.isfinite(np.asarray(x)).all() for x in kernels):
             raise DMFTError("DMFT time march: a kernel became non-finite; the dynamics diverged - lower eta")
     else:
         kernels = zero_kernels(dynamics.n_steps)
@@ -374,6 +389,7 @@ def solve_dmft(
     m = np.asarray(order.m)
     C = np.asarray(order.C)
     q = np.diag(C).copy()
+    test_loss, test_error = _test_observables(params, m, q, skeleton=skeleton)
     return DMFTResult(
         t=np.concatenate([[0.0], np.cumsum(per_step_vector(dynamics.eta, tp)[:-1])]) if dynamics.per_step else np.arange(tp) * dynamics.eta,
         m=m,
@@ -384,8 +400,8 @@ def solve_dmft(
         kernels=Kernels(*(np.asarray(x) for x in kernels)),
         train_loss=np.asarray(step.sample.train_loss),
         train_error=np.asarray(step.sample.train_error),
-        test_loss=np.asarray(gm.test_loss(problem, jnp.asarray(m), jnp.asarray(q))),
-        test_error=np.asarray(gm.test_error(problem, jnp.asarray(m), jnp.asarray(q))),
+        test_loss=np.asarray(test_loss),
+        test_error=np.asarray(test_error),
         residuals=np.asarray(residuals),
         converged=converged,
         iterations=len(residuals),

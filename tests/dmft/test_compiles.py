@@ -1,0 +1,40 @@
+"""A run compiles its few programs once and runs no eager JAX operation.
+
+Every eager operation (a ``jnp`` call outside a jitted program) is a program of its own, traced,
+lowered and compiled (or loaded from the compilation cache) on first use: tens of them cost
+seconds of a user's first result. The default run had 35 such operations beside its 6 programs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import jax
+
+import sgdlab
+
+#: the jitted programs of a simulation + DMFT run
+PROGRAMS = {"key", "init_b", "observe_b", "advance_b", "_solve_key", "_draw", "_march_solve", "_iteration", "_test_observables"}
+
+
+def _traced(caplog, cfg) -> list[str]:
+    caplog.clear()
+    with jax.log_compiles(), caplog.at_level(logging.DEBUG):
+        sgdlab.run(cfg)
+    names = [re.match(r"Compiling jit\((\w+)\) with", r.getMessage()) for r in caplog.records]
+    return [m.group(1) for m in names if m]
+
+
+def test_a_run_traces_only_its_programs_and_nothing_twice(caplog):
+    # shapes no other test uses (d, seeds, steps, samples), so that every program is traced here
+    cfg = {"simulation": {"d": 123, "seeds": 3}, "algorithm": {"horizon": 3.7},
+           "theory": {"methods": ["dmft"], "samples": 777, "solves": 2, "iterations": 3}}
+    first = _traced(caplog, cfg)
+    assert {"init_b", "advance_b", "_draw", "_iteration"} <= set(first), first  # the log is read
+    assert set(first) <= PROGRAMS, sorted(set(first) - PROGRAMS)
+    assert len(first) == len(set(first)), first  # each traced once (the solves share them)
+    # other values, seeds and DMFT seed: the same programs, nothing traced again
+    cfg2 = {**cfg, "simulation": {"d": 123, "seeds": [7, 8, 9]}, "problem": {"delta": 0.4, "ridge": 0.3},
+            "algorithm": {"horizon": 3.7, "eta": 0.1, "batch_fraction": 0.5}, "theory": {**cfg["theory"], "seed": 5}}
+    assert _traced(caplog, cfg2) == []
