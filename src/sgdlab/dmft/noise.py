@@ -237,7 +237,7 @@ def measure_noise(cfg: NoiseStudyConfig, progress: Callable[[int, int], None] | 
 
     from sgdlab.dmft.experiment import dmft_inputs, simulation_inputs
     from sgdlab.dmft.fdt import effective_temperature, fit_fdt, weak_noise_temperature
-    from sgdlab.dmft.noise_sim import replica_run, response_run, seed_keys
+    from sgdlab.dmft.noise_sim import replica_run, response_runs, seed_keys
     from sgdlab.dmft.replicas import replica_distance
     from sgdlab.dmft.solver import solve_dmft
 
@@ -256,7 +256,7 @@ def measure_noise(cfg: NoiseStudyConfig, progress: Callable[[int, int], None] | 
     margin = np.asarray(rr.margins, np.float64)  # (seed, sample), at the last time
     _check_finite("margin y h / sqrt(q)", margin, np.full(margin.shape[1], times[-1]), seeds)
     done(1)
-    runs = jax.vmap(lambda k: response_run(spec, params, k, k0, L, nopt.n_probes, nopt.n_windows))(keys)
+    runs = response_runs(spec, params, keys, k0, L, nopt.n_probes, nopt.n_windows)
     steps = k0 + (np.arange(nopt.n_windows)[:, None] * (L + 1) + np.arange(L + 1)[None]).ravel()
     n = len(seeds)
     _check_finite("dC (correlation drop)", np.asarray(runs.dC).reshape(n, -1), steps * alg.eta, seeds)

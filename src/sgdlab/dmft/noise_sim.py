@@ -193,3 +193,12 @@ def response_run(
     dcurve = (corr[-1] - corr[0]) / q0 if n_windows > 1 else jnp.full(corr.shape[-1], jnp.nan, q0.dtype)
     return ResponseRun(dC, chi, dcurve, msq)
 
+
+
+@partial(jax.jit, static_argnames=("spec", "k0", "max_lag", "n_probes", "n_windows"))
+def response_runs(
+    spec: SimSpec, params: SimParams, keys: jax.Array, k0: int, max_lag: int, n_probes: int = 4, n_windows: int = 2
+) -> ResponseRun:
+    """:func:`response_run` of each seed key ``keys (n_seeds,)``, vmapped in one program (a vmap
+    of the jitted function outside a jit leaves an eager transpose of its output)."""
+    return jax.vmap(lambda k: response_run(spec, params, k, k0, max_lag, n_probes, n_windows))(keys)

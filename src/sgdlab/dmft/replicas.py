@@ -217,13 +217,15 @@ def replica_distance(
     iterations = int(min(tp, 60) if iterations is None else iterations)
     if samples < 2:
         raise ValueError(f"samples={samples} must be >= 2")
+    if not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed={seed} must be an integer in [0, 2^32)")
     if not 0.0 <= damping < 1.0:
         raise ValueError(f"damping={damping} must lie in [0, 1)")
     skeleton, n_steps, params = _dmft._split(problem, dynamics)
-    key = jax.random.fold_in(jax.random.key(int(seed)), _STREAM_BASE)
+    key = _dmft._solve_key(np.uint32(seed), np.uint32(_STREAM_BASE))  # fold_in(key(seed), _STREAM_BASE), one program
     noise = _draw(key, params, skeleton=skeleton, n_steps=n_steps, samples=samples)
     m, C, R = (jnp.asarray(x, jnp.float64) for x in (rs.m, rs.C, rs.R))
-    Mdiff = jnp.zeros((tp, tp))
+    Mdiff = np.zeros((tp, tp))
     residuals, converged = [], False
     V = err = None
     for it in range(iterations):  # fixed-point iterations, not time steps
@@ -234,7 +236,7 @@ def replica_distance(
         if not bool(ok) or not math.isfinite(res):
             raise DMFTError(f"replica DMFT iteration {it}: 2C - V not positive definite or non-finite sample")
         residuals.append(res)
-        if res < tolerance or float(jnp.max(jnp.abs(new))) == 0.0:
+        if res < tolerance or not np.any(np.asarray(new)):
             converged = True
             break
         Mdiff = new
