@@ -142,7 +142,7 @@ def quadratic_form(feature_fn: Callable[[Array], Array], n_vars: int, check: boo
     the identity is verified at a random point (a non-quadratic feature raises ``ValueError``:
     no exact moments for it).
     """
-    zero = jnp.zeros(n_vars, dtype=jnp.float64)
+    zero = np.zeros(n_vars, dtype=np.float64)  # NumPy inputs: no eager JAX operation
     f0, jac, hess = jax.jit(lambda x: (feature_fn(x), jax.jacfwd(feature_fn)(x), jax.hessian(feature_fn)(x)))(zero)
     f0 = np.atleast_1d(np.asarray(f0, dtype=np.float64))
     jac = np.asarray(jac, dtype=np.float64).reshape(f0.shape[0], n_vars)
@@ -155,7 +155,7 @@ def quadratic_form(feature_fn: Callable[[Array], Array], n_vars: int, check: boo
     if check:
         x = np.random.default_rng(7).normal(size=n_vars)
         z = np.concatenate([[1.0], x])
-        want = np.atleast_1d(np.asarray(jax.jit(feature_fn)(jnp.asarray(x)), dtype=np.float64))
+        want = np.atleast_1d(np.asarray(jax.jit(feature_fn)(x), dtype=np.float64))
         got = np.einsum("i,kij,j->k", z, W, z)
         if not np.allclose(got, want, rtol=1e-9, atol=1e-9 * max(1.0, np.max(np.abs(want)))):
             raise ValueError("feature is not a quadratic polynomial of the state: no exact moments for it")

@@ -137,7 +137,7 @@ def linear_gradient(problem: FiniteSumProblem, check: bool = True, rtol: float =
     ``rtol``); a mismatch raises :class:`NotLinearGradientError`.
     """
     d = problem.dim
-    zero = jnp.zeros(d, dtype=jnp.float64)
+    zero = np.zeros(d, dtype=np.float64)  # NumPy inputs: no eager JAX operation before the program
     hess, grads, losses = _taylor_at(problem, zero)
     A = np.asarray(hess, dtype=np.float64)
     b = -np.asarray(grads, dtype=np.float64)
@@ -147,7 +147,7 @@ def linear_gradient(problem: FiniteSumProblem, check: bool = True, rtol: float =
         rng = np.random.default_rng(12345)
         for _ in range(3):
             x = rng.normal(size=d) * 1.7
-            got = np.asarray(_taylor_at(problem, jnp.asarray(x))[1], dtype=np.float64)
+            got = np.asarray(_taylor_at(problem, x)[1], dtype=np.float64)
             want = A @ x - b
             scale = max(1.0, float(np.max(np.abs(want))))
             if not np.allclose(got, want, rtol=0.0, atol=rtol * scale * 10):
@@ -183,7 +183,7 @@ def max_sample_curvature(problem: FiniteSumProblem, x0s, iterations: int = 300) 
     ``eta`` above ``2 / lambda`` it expands them, and SGD is then not in the small-``eta`` regime
     that the continuous models expand around.
     """
-    x0s = jnp.atleast_2d(jnp.asarray(x0s, dtype=jnp.float64))
+    x0s = np.atleast_2d(np.asarray(x0s, dtype=np.float64))
     K, d = x0s.shape
     if K * problem.n_samples * d * d <= DENSE_CURVATURE_FLOATS:
         hess = np.concatenate([np.asarray(_taylor_at(problem, x)[0], dtype=np.float64) for x in x0s])
