@@ -35,6 +35,7 @@ import functools
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import jax
@@ -145,7 +146,7 @@ def fast_phase(cfg: ManifoldConfig, model: mm.ManifoldModel) -> tuple[np.ndarray
             f"stopped at |grad L| < limit.phi_tol = {tol:g}, is not finite at t=0 (deterministic, no seed): the flow did not "
             "reach the zero-loss set within 200000 steps; start closer to it (model.init) or raise limit.phi_tol"
         )
-    end_loss, start_loss = float(model.loss(jnp.asarray(phi0))), float(model.loss(model.w0))
+    end_loss, start_loss = (float(v) for v in np.asarray(_end_and_start_loss(model.loss)(phi0, model.w0)))
     if end_loss > 1e-10 * max(1.0, start_loss):
         raise ConfigError(
             f"invalid config:\n  model.init: the gradient flow from w0 = {np.asarray(model.w0).tolist()} ends at a critical point "
@@ -157,6 +158,31 @@ def fast_phase(cfg: ManifoldConfig, model: mm.ManifoldModel) -> tuple[np.ndarray
         raise ConfigError(f"invalid config:\n  limit.rank_rtol: {err} (at Phi(w0); change limit.rank_rtol, "
                           "limit.phi_tol or model.init)") from None
     return phi0, rank
+
+
+@functools.lru_cache(maxsize=16)
+def _end_and_start_loss(loss):
+    """``(phi0, w0) -> [L(phi0), L(w0)]``: one jitted program (eager calls would compile every op)."""
+
+    def losses(end, start):
+        return jnp.stack([loss(end), loss(start)])
+
+    return jax.jit(losses)
+
+
+@functools.lru_cache(maxsize=16)
+def _observer(model: mm.ManifoldModel):
+    """``w (paths, T, p) -> {name: (paths, T)}``, jitted once per model."""
+    return jax.jit(jax.vmap(jax.vmap(model.observe)))
+
+
+@functools.lru_cache(maxsize=32)
+def _runner(model: mm.ManifoldModel, noise: tuple, eta: float, sigma: float, k: int, n_saves: int):
+    """The jitted runner at ``(eta, sigma, k, n_saves)`` of the noise ``(name, distribution, batch_size)``
+    (the keys of ``[noise]`` that :func:`build_algorithm` reads), built once: another seed reuses it."""
+    name, distribution, batch_size = noise
+    cfg = SimpleNamespace(noise=SimpleNamespace(name=name, distribution=distribution, batch_size=batch_size))
+    return ni.make_runner(build_algorithm(cfg, model, eta, sigma), model.observe, k, n_saves)
 
 
 def solve_manifold_limit(cfg: ManifoldConfig, model: mm.ManifoldModel, inputs=None) -> mf.LimitSolution:
@@ -278,8 +304,7 @@ def run(config: ManifoldConfig | dict[str, Any] | str | Path | None = None, prog
         if why is not None:
             raise ConfigError(f"invalid config:\n  config: {why}")
     limit = solve_manifold_limit(cfg, model, inputs)
-    observe = jax.jit(jax.vmap(jax.vmap(model.observe)))
-    lim_obs = {k: np.asarray(v) for k, v in observe(jnp.asarray(limit.w)).items()}  # (paths, T)
+    lim_obs = {k: np.asarray(v) for k, v in _observer(model)(limit.w).items()}  # (paths, T)
     n_t = sim.n_saves + 1
     sim_out = {k: np.full((len(sim.etas), sim.runs, n_t), np.nan) for k in names}
 
@@ -296,7 +321,11 @@ def run(config: ManifoldConfig | dict[str, Any] | str | Path | None = None, prog
         progress(1, total)
 
     for ie, (eta, sigma, k) in enumerate(zip(sim.etas, sigmas, steps)):
-        runner = ni.make_runner(build_algorithm(cfg, model, eta, sigma), model.observe, k, sim.n_saves)
+        noise = (cfg.noise.name, cfg.noise.distribution, cfg.noise.batch_size)
+        try:
+            runner = _runner(model, noise, eta, sigma, k, sim.n_saves)
+        except TypeError:  # an unhashable user noise factory: not cached
+            runner = _runner.__wrapped__(model, noise, eta, sigma, k, sim.n_saves)
         _, obs = runner(model.w0, ni.run_keys(sim.seed, sim.runs, salt=ie))
         for name in names:
             sim_out[name][ie] = np.asarray(obs[name])

@@ -69,7 +69,7 @@ def jitted_gradient_flow_limit(loss: LossFn, tol: float = PHI_TOL) -> Callable[[
     """``w0 -> Phi(w0)`` (jitted, vmappable), compiled once per ``loss`` whatever ``tol`` (Kvaerno5
     is slow to compile; ``loss`` must be hashable, as functions and bound methods are)."""
     phi = _jitted_phi(loss)
-    return lambda v: phi(v, jnp.asarray(tol, jnp.float64))
+    return lambda v: phi(v, np.float64(tol))  # a NumPy scalar: no eager conversion program
 
 
 @functools.lru_cache(maxsize=64)
@@ -90,7 +90,7 @@ def hessian_rank(loss: LossFn, w: Array, rank_rtol: float = RANK_RTOL) -> int:
     there: an eigenvalue within a factor 100 of the threshold (the point is then too far from
     Gamma, or the normal Hessian too ill-conditioned, for the threshold to decide).
     """
-    lam = np.linalg.eigvalsh(np.asarray(_jitted_hessian(loss)(jnp.asarray(w, jnp.float64))))
+    lam = np.linalg.eigvalsh(np.asarray(_jitted_hessian(loss)(np.asarray(w, np.float64))))
     top = max(float(np.max(np.abs(lam))), np.finfo(float).tiny)
     thresh = rank_rtol * top
     ambiguous = (np.abs(lam) > thresh / 100) & (np.abs(lam) < thresh * 100)

@@ -10,11 +10,17 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sgdlab.manifold.geometry import project_to_manifold, tangent_space
 
 Array = jax.Array
 LossFn = Callable[[Array], Array]
+
+
+def _f64(w) -> Array:
+    """``w`` as float64 without an eager program (host arrays and lists are passed as NumPy)."""
+    return w if isinstance(w, jax.Array) and w.dtype == jnp.float64 else np.asarray(w, np.float64)
 
 
 _RK4_NODES = (0.0, 0.5, 0.5, 1.0)
@@ -61,7 +67,7 @@ def integrate_flow(loss: LossFn, drift: Callable[[Array], Array], w0: Array, ran
     ``tau = j tau_save``, ``j = 0..n_saves``: shape ``(n_saves + 1, p)``. Compiled once per
     ``(loss, drift, rank, n_saves)``; ``tau_save`` and ``substeps`` are traced."""
     run = _flow_integrator(loss, drift, rank, int(n_saves))
-    return run(jnp.asarray(w0, jnp.float64), jnp.asarray(tau_save, jnp.float64), jnp.asarray(substeps, jnp.int32))
+    return run(_f64(w0), np.float64(tau_save), np.int32(substeps))
 
 
 @functools.lru_cache(maxsize=128)
@@ -95,4 +101,4 @@ def integrate_sde(loss: LossFn, drift, diffusion, w0: Array, rank: int, tau_save
     whose second-order term supplies the normal (curvature) part of the Ito drift. Weak order 1.
     One path per key of ``keys (R,)``: returns ``(R, n_saves + 1, p)``."""
     run = _sde_integrator(loss, drift, diffusion, rank, int(n_saves))
-    return run(jnp.asarray(w0, jnp.float64), jnp.asarray(tau_save, jnp.float64), jnp.asarray(substeps, jnp.int32), keys)
+    return run(_f64(w0), np.float64(tau_save), np.int32(substeps), keys)

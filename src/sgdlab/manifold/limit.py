@@ -83,6 +83,7 @@ from sgdlab.manifold.geometry import (  # noqa: F401  (re-exported: the geometry
     tangent_space,
 )
 from sgdlab.manifold.integrators import (  # noqa: F401  (re-exported: the integrators of the limit)
+    _f64,
     _flow_integrator,
     _sde_integrator,
     integrate_flow,
@@ -111,7 +112,7 @@ TIME_SCALES = {
 
 
 def _corr(correlation, m):
-    return jnp.eye(m) if correlation is None else jnp.asarray(correlation, jnp.float64)
+    return jax.device_put(np.eye(m)) if correlation is None else jnp.asarray(correlation, jnp.float64)
 
 
 def regulariser(loss_hat: LossHatFn, zeta_dim: int, correlation=None) -> LossFn:
@@ -145,6 +146,9 @@ def noise_covariance(loss_hat: LossHatFn, zeta_dim: int, correlation=None) -> Ca
 def _sqrt_psd(r):
     lam, vec = jnp.linalg.eigh(0.5 * (r + r.T))
     return (vec * jnp.sqrt(jnp.clip(lam, 0.0))) @ vec.T
+
+
+_jitted_sqrt_psd = jax.jit(_sqrt_psd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +225,8 @@ def _corr_key(correlation):
 
 
 def _corr_from_key(key, m):
-    return jnp.eye(m) if key is None else jnp.asarray(np.frombuffer(key[1], dtype=np.float64).reshape(key[0]))
+    """The correlation matrix of :func:`_corr_key` on the device (``device_put``: no eager program)."""
+    return jax.device_put(np.eye(m) if key is None else np.frombuffer(key[1], dtype=np.float64).reshape(key[0]))
 
 
 @functools.lru_cache(maxsize=128)
@@ -241,7 +246,7 @@ def non_degenerate_drift(loss: LossFn, loss_hat: LossHatFn, zeta_dim: int, rank:
 def _degenerate_coefficients(loss, loss_hat, zeta_dim, rank, corr_key):
     d = noise_coefficient(loss_hat, zeta_dim)
     r = _corr_from_key(corr_key, zeta_dim)
-    r_half = _sqrt_psd(r)
+    r_half = r if corr_key is None else _jitted_sqrt_psd(r)  # sqrt(I) = I exactly (eigh of I is exact)
 
     def drift(w):
         dw = d(w)
@@ -299,9 +304,9 @@ def classify_noise(loss: LossFn, loss_hat: LossHatFn, zeta_dim: int, w: Array, c
     The classification is local: ``P_T grad Reg`` may vanish at isolated points (the fixed points of
     a non-degenerate flow) where the point itself then reads "degenerate". Host function.
     """
-    w = jnp.asarray(w, jnp.float64)
+    w = _f64(w)
     rank = hessian_rank(loss, w, rank_rtol) if rank is None else rank
-    g, noise, ito = (float(x) for x in _classification_norms(loss, loss_hat, zeta_dim, rank, _corr_key(correlation))(w))
+    g, noise, ito = (float(x) for x in np.asarray(_classification_norms(loss, loss_hat, zeta_dim, rank, _corr_key(correlation))(w)))
     if g > atol:
         kind = NON_DEGENERATE
     elif noise > atol or ito > atol:
@@ -344,7 +349,7 @@ def solve_limit(
     in ``tau = eta^2 sigma^2 k``, one path per key of ``keys (R,)`` when stochastic; trivial ->
     constant ``Phi(w0)``. Host function (jit inside).
     """
-    phi0 = jitted_gradient_flow_limit(loss, phi_tol)(jnp.asarray(w0, jnp.float64))
+    phi0 = jitted_gradient_flow_limit(loss, phi_tol)(_f64(w0))
     rank = hessian_rank(loss, phi0, rank_rtol)
     noise = classify_noise(loss, loss_hat, zeta_dim, phi0, correlation, rank, classify_atol)
     kind = noise.kind if kind is None else kind
@@ -353,7 +358,7 @@ def solve_limit(
     tau = np.arange(n_saves + 1) * tau_save
     if kind == NON_DEGENERATE:
         drift = non_degenerate_drift(loss, loss_hat, zeta_dim, rank, correlation)
-        ws = integrate_flow(loss, drift, phi0, rank, tau_save, n_saves, substeps)[None]
+        ws = np.asarray(integrate_flow(loss, drift, phi0, rank, tau_save, n_saves, substeps))[None]
     elif kind == DEGENERATE:
         drift, diffusion = degenerate_coefficients(loss, loss_hat, zeta_dim, rank, correlation)
         if noise.stochastic:
@@ -361,9 +366,9 @@ def solve_limit(
                 raise ValueError("the degenerate limit is an SDE here: pass keys (one per path)")
             ws = integrate_sde(loss, drift, diffusion, phi0, rank, tau_save, n_saves, substeps, keys)
         else:
-            ws = integrate_flow(loss, drift, phi0, rank, tau_save, n_saves, substeps)[None]
+            ws = np.asarray(integrate_flow(loss, drift, phi0, rank, tau_save, n_saves, substeps))[None]
     elif kind == TRIVIAL:
-        ws = jnp.broadcast_to(phi0, (1, n_saves + 1, phi0.shape[0]))
+        ws = np.array(np.broadcast_to(np.asarray(phi0), (1, n_saves + 1, phi0.shape[0])))
     else:
         raise ValueError(f"kind={kind!r}; allowed: {NON_DEGENERATE}, {DEGENERATE}, {TRIVIAL}")
     return LimitSolution(tau, np.asarray(ws), np.asarray(phi0), noise)

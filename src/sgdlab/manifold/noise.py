@@ -35,6 +35,7 @@ Everything is pure: ``init``/``step`` functions of states (NamedTuples), ``lax.s
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -115,6 +116,17 @@ def _identity_corr(size_fn):
     return lambda sizes: np.eye(size_fn(sizes))
 
 
+_ADDITIVE_LAWS, _MULTIPLICATIVE_LAWS = ("gaussian", "rademacher"), ("bernoulli", "gaussian")
+
+
+def _check_law(distribution, multiplicative: bool) -> None:
+    """The ValueError of :func:`_additive` / :func:`_multiplicative` for an unknown law, without a draw."""
+    allowed = _MULTIPLICATIVE_LAWS if multiplicative else _ADDITIVE_LAWS
+    if distribution not in allowed:
+        what = "a multiplicative" if multiplicative else "an additive"
+        raise ValueError(f"distribution={distribution!r} for {what} noise; allowed: {', '.join(allowed)}")
+
+
 def _additive(key, m, sigma, distribution, dtype):
     if distribution == "gaussian":
         return sigma * jax.random.normal(key, (m,), dtype)
@@ -142,7 +154,7 @@ def keep_probability(sigma: float) -> float:
 
 def label_noise(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
     """Label noise ``y_i -> y_i + zeta_i`` (``zeta`` in ``R^n``); Gaussian or Rademacher ``+-sigma``."""
-    _additive(jax.random.key(0), 1, sigma, distribution, jnp.float64)  # validate the law
+    _check_law(distribution, multiplicative=False)
     size = lambda s: s.n_samples  # noqa: E731
     return NoiseInjection(
         "label_noise",
@@ -157,7 +169,7 @@ def label_noise(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
 def dropout(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
     """Dropout on hidden units: unit ``j`` is multiplied by ``1 + zeta_j`` (inverted mask
     ``mask_j / q``, ``q = 1/(1+sigma^2)``; or Gaussian Dropout)."""
-    _multiplicative(jax.random.key(0), 1, sigma, distribution, jnp.float64)
+    _check_law(distribution, multiplicative=True)
     size = lambda s: s.n_units  # noqa: E731
     return NoiseInjection(
         "dropout",
@@ -171,7 +183,7 @@ def dropout(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
 
 def dropconnect(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
     """DropConnect: every weight multiplied by ``1 + zeta_k``, i.e. ``L(w (1 + zeta))``."""
-    _multiplicative(jax.random.key(0), 1, sigma, distribution, jnp.float64)
+    _check_law(distribution, multiplicative=True)
     size = lambda s: s.n_params  # noqa: E731
     return NoiseInjection(
         "dropconnect",
@@ -185,7 +197,7 @@ def dropconnect(sigma: float, distribution: str = "bernoulli") -> NoiseInjection
 
 def weight_perturbation(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
     """Perturbed GD: the gradient is taken at ``w + zeta``, i.e. ``L(w + zeta)``."""
-    _additive(jax.random.key(0), 1, sigma, distribution, jnp.float64)
+    _check_law(distribution, multiplicative=False)
     size = lambda s: s.n_params  # noqa: E731
     return NoiseInjection(
         "perturbed_gd",
@@ -394,7 +406,13 @@ def make_runner(algorithm: Algorithm, observe: Callable[[Array], dict], steps_pe
 
 
 def run_keys(seed: int, n_runs: int, salt: int = 0) -> Array:
-    """``n_runs`` independent keys ``fold_in(fold_in(key(seed), salt), r)``."""
+    """``n_runs`` independent keys ``fold_in(fold_in(key(seed), salt), r)``: one jitted program
+    (compiled once per ``n_runs``; ``seed`` and ``salt`` are traced, as ``key`` and ``fold_in`` take them)."""
+    return _run_keys(np.int64(seed), int(n_runs), np.int64(salt))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _run_keys(seed, n_runs, salt):
     base = jax.random.fold_in(jax.random.key(seed), salt)
     return jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.arange(n_runs))
 
