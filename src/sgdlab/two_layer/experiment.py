@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -47,7 +46,7 @@ from sgdlab.two_layer.config import TimescalesConfig, load_config
 from sgdlab.two_layer.problem import SingleIndex
 from sgdlab.two_layer.reduced import solve_reduced
 from sgdlab.two_layer.scans import check_finite, check_solved, d_scan, eps_scan
-from sgdlab.two_layer.sgd import online_sgd
+from sgdlab.two_layer.sgd import online_sgd_seeds
 
 __all__ = ["METHODS", "STUDY_NAME", "run", "sgd_on_grid"]
 
@@ -59,13 +58,11 @@ def sgd_on_grid(prob: SingleIndex, key: jax.Array, a0, d: int, eps: float, eta: 
                 batch: int = 1, train_second_layer: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Online SGD (``seeds`` runs, vmapped) with step ``eta`` observed at the step nearest to each
     ``t`` (time ``k eta``, so the snapping error is at most ``eta/2``; ``t < eta/2`` reads the
-    initial state). Returns ``M``, ``risk_degree`` ``(seeds, n_t, K+1)``."""
-    want = np.rint(np.asarray(t) / eta).astype(np.int64)
-    steps, idx = np.unique(want, return_inverse=True)
-    keys = jax.random.split(key, seeds)
-    sim = jax.vmap(lambda k: online_sgd(prob, k, jnp.asarray(a0), d, eps, eta, jnp.asarray(steps), batch, train_second_layer))
-    M, risk = sim(keys)
-    return np.asarray(M)[:, idx], np.asarray(risk)[:, idx]
+    initial state). Returns ``M``, ``risk_degree`` ``(seeds, n_t, K+1)``. Times that snap to the
+    same step observe it twice (a block of no step), so the program's shapes depend on ``n_t`` only."""
+    steps = np.rint(np.asarray(t) / eta).astype(np.int64)
+    M, risk = online_sgd_seeds(prob, key, tl.host_array(a0), d, eps, eta, steps, seeds, batch, train_second_layer)
+    return np.asarray(M), np.asarray(risk)
 
 
 def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
@@ -108,7 +105,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
     dyn = cfg.dynamics
     t = dyn.grid
     K = prob.degree
-    key = jax.random.key(cfg.seed)
+    key = tl.root_key(cfg.seed)
     methods = [m for m, on in zip(METHODS, (cfg.flow.enabled, cfg.sgd.enabled, cfg.reduced.enabled)) if on]
     total = len(methods) + len(cfg.scan.eps) + (1 if cfg.scan.d else 0)
     done = 0
@@ -130,7 +127,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
         if method == "flow":
             f = cfg.flow
             a0 = tl.initial_second_layer(f.m, dyn.a_scale, dyn.a_law)
-            sol = tl.flow_from_random_starts(prob, jax.random.fold_in(key, 1), a0, f.m, f.d, f.seeds, dyn.eps, t,
+            sol = tl.flow_from_random_starts(prob, tl.fold_in(key, 1), a0, f.m, f.d, f.seeds, dyn.eps, t,
                                              dyn.train_second_layer, dyn.rtol, dyn.atol, f.solver, dyn.max_steps)
             check_solved(f"finite-d flow (d = {f.d})", sol.obs.risk, sol.success, sol.num_steps, t, dyn.max_steps,
                          "lower dynamics.t_max or flow.m")
@@ -139,13 +136,13 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
         elif method == "sim":
             g = cfg.sgd
             a0 = tl.initial_second_layer(g.m, dyn.a_scale, dyn.a_law)
-            Ms, Rs = sgd_on_grid(prob, jax.random.fold_in(key, 2), a0, g.d, dyn.eps, g.eta, t, g.seeds, g.batch, dyn.train_second_layer)
+            Ms, Rs = sgd_on_grid(prob, tl.fold_in(key, 2), a0, g.d, dyn.eps, g.eta, t, g.seeds, g.batch, dyn.train_second_layer)
             check_finite(f"online SGD (d = {g.d})", Rs, t, "lower sgd.eta (the second-layer step is sgd.eta / dynamics.eps) or raise sgd.batch")
             M[i, : g.seeds], Rk[i, : g.seeds] = Ms, Rs
         else:
             r = cfg.reduced
-            a0 = jnp.asarray(tl.initial_second_layer(r.m, dyn.a_scale, dyn.a_law))
-            sol = solve_reduced(prob, a0, jnp.zeros(r.m), dyn.eps, jnp.asarray(t), dyn.train_second_layer,
+            a0 = tl.initial_second_layer(r.m, dyn.a_scale, dyn.a_law)
+            sol = solve_reduced(prob, a0, np.zeros(r.m), dyn.eps, t, dyn.train_second_layer,
                                 dyn.rtol, dyn.atol, r.solver, dyn.max_steps)
             fix = "lower dynamics.t_max" + (", or use reduced.solver = \"auto\" (stiff at small eps)" if r.solver == "tsit5" else "")
             check_solved("reduced dynamics", sol.obs.risk, sol.success, sol.num_steps, t, dyn.max_steps, fix)
@@ -182,7 +179,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
     if cfg.scan.d:
         t0 = time.perf_counter()
         f = cfg.flow
-        ds = ds.merge(d_scan(prob, cfg.scan.d, f.m, f.seeds, dyn.eps, t, jax.random.fold_in(key, 3), dyn.a_scale, dyn.a_law,
+        ds = ds.merge(d_scan(prob, cfg.scan.d, f.m, f.seeds, dyn.eps, t, tl.fold_in(key, 3), dyn.a_scale, dyn.a_law,
                              dyn.rtol, dyn.atol, f.solver, dyn.max_steps, dyn.train_second_layer))
         elapsed["d_scan"] = time.perf_counter() - t0
         tick()

@@ -165,14 +165,22 @@ def _make_solver(solver: str):
     raise ValueError(f"unknown solver {solver!r}; use 'auto', 'tsit5' or 'kvaerno5' (or 'kvaerno3', 'kvaerno5_strict')")
 
 
-def padded_times(ts) -> tuple[jax.Array, int]:
+def padded_times(ts) -> tuple[np.ndarray | jax.Array, int]:
     """``(ts padded to the bucket size, n)``: ``ts`` ``(n,)`` followed by copies of ``ts[-1]`` up
     to the next power of two (at least 16), so that grids of neighbouring sizes share one compiled
-    solver (the solve still ends at ``ts[-1]``; the copies are sliced off)."""
-    ts = jnp.asarray(ts)
+    solver (the solve still ends at ``ts[-1]``; the copies are sliced off). Padded in NumPy (no
+    eager JAX operation) unless ``ts`` is traced."""
+    xp = jnp if isinstance(ts, jax.core.Tracer) else np
+    ts = xp.asarray(ts)
     n = int(ts.shape[0])
     size = max(16, 1 << (n - 1).bit_length())
-    return jnp.concatenate([ts, jnp.full(size - n, 1.0, ts.dtype) * ts[-1]]), n
+    return xp.concatenate([ts, xp.full(size - n, 1.0, ts.dtype) * ts[-1]]), n
+
+
+def host_array(x):
+    """``x`` as it is if it is a NumPy or JAX array (or a tracer), else ``np.asarray(x)``: what a
+    jitted function takes without an eager ``jnp.asarray``."""
+    return x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
 
 
 @partial(jax.jit, static_argnames=("field", "observe", "train_second_layer", "solver", "max_steps"))
@@ -218,9 +226,13 @@ def solve_ode(run: Callable[[str, int], tuple], solver: str, max_steps: int, bud
 
 def first_times(out: tuple, n: int) -> tuple:
     """``(obs, num_steps, success)`` with the padded save times cut to the first ``n`` (the time
-    axis is the last but one of every observable, after an optional seed axis)."""
+    axis is the last but one of every observable, after an optional seed axis). Concrete results
+    are cut in NumPy (no eager JAX operation), traced ones in JAX."""
     obs, steps, ok = out
-    cut = lambda x: x[..., :n, :]  # noqa: E731  (every observable is (..., n_t, k))
+
+    def cut(x):  # every observable is (..., n_t, k)
+        return x[..., :n, :] if isinstance(x, jax.core.Tracer) else np.asarray(x)[..., :n, :]
+
     return jax.tree.map(cut, obs), steps, ok
 
 
@@ -305,6 +317,28 @@ def random_overlaps_wishart(key: jax.Array, m: int, d: int) -> tuple[jax.Array, 
     return x / n, G
 
 
+#: ``jax.random.key`` and ``jax.random.fold_in`` jitted: one small program each (called eagerly,
+#: each is several programs traced and compiled separately); same keys, bit for bit
+root_key = jax.jit(jax.random.key)
+fold_in = jax.jit(jax.random.fold_in)
+
+
+@partial(jax.jit, static_argnames=("m", "d", "seeds"))
+def random_starts(key: jax.Array, m: int, d: int, seeds: int) -> tuple[jax.Array, jax.Array]:
+    """:func:`random_overlaps_wishart` from each of ``split(key, seeds)``: ``s (seeds, m)``,
+    ``G (seeds, m, m)`` (one program: the split is not an eager operation)."""
+    return jax.vmap(lambda k: random_overlaps_wishart(k, m, d))(jax.random.split(key, seeds))
+
+
+@partial(jax.jit, static_argnames=("train_second_layer", "solver", "max_steps"))
+def flow_kernel(problem, a0, s0, G0, eps, ts, train_second_layer, rtol, atol, solver, max_steps):
+    """:func:`ode_kernel` of the finite-``d`` flow vmapped over the seeds of ``s0 (seeds, m)``,
+    ``G0 (seeds, m, m)`` (``a0`` shared), in one program."""
+    one = lambda s, G: ode_kernel(population_flow_vector_field, _flow_observables, problem, (a0, s, G), eps, ts,  # noqa: E731
+                                  train_second_layer, rtol, atol, solver, max_steps)
+    return jax.vmap(one)(s0, G0)
+
+
 def flow_from_random_starts(problem: SingleIndex, key: jax.Array, a0, m: int, d: int, seeds: int, eps, ts,
                             train_second_layer: bool = True, rtol: float = 1e-8, atol: float = 1e-12, solver: str = "auto",
                             max_steps: int = 200_000) -> ODESolution:
@@ -316,15 +350,12 @@ def flow_from_random_starts(problem: SingleIndex, key: jax.Array, a0, m: int, d:
     ``success``); ``"auto"`` switches all seeds to the implicit solver if one explicit solve fails.
     A solve that ran out of ``max_steps`` has ``success = False`` and non-finite values after the
     time it reached."""
-    keys = jax.random.split(key, seeds)
-    s0, G0 = jax.vmap(lambda k: random_overlaps_wishart(k, m, d))(keys)
-    a0 = jnp.asarray(a0)
+    s0, G0 = random_starts(key, m, d, seeds)
+    a0 = host_array(a0)
     ts, n = padded_times(ts)
 
     def run(name, steps):
-        one = lambda s, G: ode_kernel(population_flow_vector_field, _flow_observables, problem, (a0, s, G), eps, ts,  # noqa: E731
-                                train_second_layer, rtol, atol, name, steps)
-        return first_times(jax.vmap(one)(s0, G0), n)
+        return first_times(flow_kernel(problem, a0, s0, G0, eps, ts, train_second_layer, rtol, atol, name, steps), n)
 
     return solve_ode(run, solver, max_steps, explicit_budget(m * m + 2 * m, flow_field_flops(m, problem.degree)),
                      implicit_ok=m <= FLOW_IMPLICIT_MAX_M)

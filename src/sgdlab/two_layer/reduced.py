@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgdlab.two_layer.flow import (FlowObservables, ODESolution, dpoly, explicit_budget, first_times, ode_kernel, padded_times,
-                                   solve_ode)
+from sgdlab.two_layer.flow import (FlowObservables, ODESolution, dpoly, explicit_budget, first_times, host_array, ode_kernel,
+                                   padded_times, solve_ode)
 from sgdlab.two_layer.problem import SingleIndex, powers
 
 
@@ -65,10 +65,11 @@ def solve_reduced(
     ``solver``: ``"auto"`` (explicit unless stiff), ``"tsit5"`` or ``"kvaerno5"``. Cost per step
     ``O(m K)`` explicit, ``O(m^3)`` implicit (dense LU of the ``2m`` state); no ``d``."""
     ts, n = padded_times(ts)
-    m = int(jnp.shape(a0)[0])
+    a0, s0 = host_array(a0), host_array(s0)
+    m = int(a0.shape[0])
 
     def run(name, steps):
-        return first_times(ode_kernel(reduced_vector_field, _reduced_observables, problem, (jnp.asarray(a0), jnp.asarray(s0)), eps,
+        return first_times(ode_kernel(reduced_vector_field, _reduced_observables, problem, (a0, s0), eps,
                                       ts, train_second_layer, rtol, atol, name, steps), n)
 
     return solve_ode(run, solver, max_steps, explicit_budget(2 * m, reduced_field_flops(m, problem.degree)))

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -86,7 +85,7 @@ def eps_scan(prob: SingleIndex, eps_values, m: int, a_scale: float = 1.0, a_law:
     eps_values = np.sort(np.asarray(eps_values, float))
     K = prob.degree
     phi, sig = np.asarray(prob.phi), np.asarray(prob.sigma)
-    a0 = jnp.asarray(tl.initial_second_layer(m, a_scale, a_law))
+    a0 = tl.initial_second_layer(m, a_scale, a_law)
     t = log_grid(eps_values.min() / 100, t_max, n_times)
     th = np.full((len(eps_values), K + 1), np.nan)
     risk = np.full((len(eps_values), len(t)), np.nan)
@@ -94,7 +93,7 @@ def eps_scan(prob: SingleIndex, eps_values, m: int, a_scale: float = 1.0, a_law:
     implicit = np.zeros(len(eps_values), bool)
     t1c, logfac = np.full(len(eps_values), np.nan), np.full(len(eps_values), np.nan)
     for i, e in enumerate(eps_values):
-        sol = solve_reduced(prob, a0, jnp.zeros(m), float(e), jnp.asarray(t), train_second_layer, rtol, atol, solver, max_steps)
+        sol = solve_reduced(prob, a0, np.zeros(m), float(e), t, train_second_layer, rtol, atol, solver, max_steps)
         obs = sol.obs
         implicit[i] = sol.solver == "kvaerno5"
         R = np.asarray(obs.risk).sum(-1)
@@ -151,7 +150,7 @@ def d_scan(prob: SingleIndex, d_values, m: int, seeds: int, eps: float, t: np.nd
     mean, err = np.full((len(d_values), K + 1), np.nan), np.full((len(d_values), K + 1), np.nan)
     implicit = np.zeros(len(d_values), bool)
     for i, d in enumerate(d_values):  # one compilation: d enters only through the initial overlaps
-        sol = tl.flow_from_random_starts(prob, jax.random.fold_in(key, int(d)), a0, m, int(d), seeds, eps, t,
+        sol = tl.flow_from_random_starts(prob, tl.fold_in(key, int(d)), a0, m, int(d), seeds, eps, t,
                                          train_second_layer, rtol, atol, solver, max_steps)
         check_solved(f"finite-d flow of the d scan at d = {int(d)}", sol.obs.risk, sol.success, sol.num_steps, t, max_steps,
                      "lower dynamics.t_max or flow.m, or remove the smallest scan.d values")

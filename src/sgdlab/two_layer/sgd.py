@@ -113,7 +113,7 @@ def observe(problem: SingleIndex, state, sphere: bool = True, data: tuple[jax.Ar
 
 def _run(step, obs, state, k_run, steps):
     """Drive ``step(state, key)`` with ``lax.scan`` over save points (``fori_loop`` between them);
-    ``steps`` ``(n_t,)`` increasing step counts; ``obs(state)`` saved after each block."""
+    ``steps`` ``(n_t,)`` non-decreasing step counts; ``obs(state)`` saved after each block."""
     incr = jnp.diff(jnp.concatenate([jnp.zeros(1, steps.dtype), steps]))
 
     def block(carry, n):
@@ -140,7 +140,7 @@ def online_sgd(
     full: bool = False,
 ):
     """Online SGD from ``a0`` ``(m,)`` and random unit ``u``, observed after ``steps`` ``(n_t,)``
-    (increasing step counts; time ``t = steps eta``).
+    (non-decreasing step counts; time ``t = steps eta``).
 
     Returns ``(M, risk)``, both ``(n_t, K+1)`` (moments and exact per-degree population risk), or
     with ``full=True`` the :class:`TwoLayerObservables`. ``sphere=False``: unconstrained first
@@ -150,6 +150,15 @@ def online_sgd(
     step = lambda st, k: sgd_step(problem, eps, eta, batch, train_second_layer, st, k, sphere)  # noqa: E731
     out = _run(step, lambda st: observe(problem, st, sphere), state, k_run, steps)
     return out if full else (out.M, out.risk)
+
+
+@partial(jax.jit, static_argnames=("problem", "d", "seeds", "batch", "train_second_layer"))
+def online_sgd_seeds(problem: SingleIndex, key: jax.Array, a0, d: int, eps, eta, steps, seeds: int, batch: int = 1,
+                     train_second_layer: bool = True) -> tuple[jax.Array, jax.Array]:
+    """:func:`online_sgd` from each of ``split(key, seeds)``, vmapped, in one program:
+    ``(M, risk)``, both ``(seeds, n_t, K+1)``."""
+    run = lambda k: online_sgd(problem, k, a0, d, eps, eta, steps, batch, train_second_layer)  # noqa: E731
+    return jax.vmap(run)(jax.random.split(key, seeds))
 
 
 def make_data(problem: SingleIndex, key: jax.Array, n: int, d: int) -> tuple[jax.Array, jax.Array]:
