@@ -128,23 +128,21 @@ def _check_law(distribution, multiplicative: bool) -> None:
 
 
 def _additive(key, m, sigma, distribution, dtype):
+    _check_law(distribution, multiplicative=False)
     if distribution == "gaussian":
         return sigma * jax.random.normal(key, (m,), dtype)
-    if distribution == "rademacher":
-        return sigma * jax.random.rademacher(key, (m,), dtype)
-    raise ValueError(f"distribution={distribution!r} for an additive noise; allowed: gaussian, rademacher")
+    return sigma * jax.random.rademacher(key, (m,), dtype)
 
 
 def _multiplicative(key, m, sigma, distribution, dtype):
     """``zeta`` with ``1 + zeta`` an inverted Bernoulli(q) mask ``mask / q`` (``q = 1/(1+sigma^2)``,
     so ``Var zeta = (1-q)/q = sigma^2``) or Gaussian ``sigma N(0, 1)``."""
+    _check_law(distribution, multiplicative=True)
     if distribution == "bernoulli":
         q = 1.0 / (1.0 + sigma**2)
         mask = jax.random.bernoulli(key, q, (m,)).astype(dtype)
         return mask / q - 1.0
-    if distribution == "gaussian":
-        return sigma * jax.random.normal(key, (m,), dtype)
-    raise ValueError(f"distribution={distribution!r} for a multiplicative noise; allowed: bernoulli, gaussian")
+    return sigma * jax.random.normal(key, (m,), dtype)
 
 
 def keep_probability(sigma: float) -> float:
