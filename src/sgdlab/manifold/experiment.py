@@ -35,7 +35,6 @@ import functools
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import jax
@@ -96,24 +95,30 @@ def time_unit(kind: str, eta: float, sigma: float) -> float:
     return eta**2 * sigma**2 if kind == mf.DEGENERATE else eta * sigma**2
 
 
-def build_injection(cfg: ManifoldConfig, sigma: float, n_samples: int) -> ni.NoiseInjection:
-    """The noise injection of ``cfg`` at scale ``sigma`` (anti-PGD: its z-variable form, perturbed GD)."""
-    return ni.make_injection(cfg.noise.name, sigma, distribution=cfg.noise.distribution, batch_size=cfg.noise.batch_size, n_samples=n_samples)
-
-
 def build_algorithm(cfg: ManifoldConfig, model: mm.ManifoldModel, eta: float, sigma: float) -> ni.Algorithm:
     """The noisy algorithm of ``cfg`` on ``model`` at ``(eta, sigma)``."""
-    if cfg.noise.name == "anticorrelated_perturbed_gd":
+    return _algorithm(model, _noise_key(cfg), eta, sigma)
+
+
+def _noise_key(cfg: ManifoldConfig) -> tuple:
+    """``(name, distribution, batch_size)``: the keys of ``[noise]`` that fix the algorithm."""
+    return cfg.noise.name, cfg.noise.distribution, cfg.noise.batch_size
+
+
+def _algorithm(model: mm.ManifoldModel, noise: tuple, eta: float, sigma: float) -> ni.Algorithm:
+    name, distribution, batch_size = noise
+    if name == "anticorrelated_perturbed_gd":
         return ni.anticorrelated_perturbed_gd(model.loss, sigma, eta)
     sizes = ni.Sizes(model.n_samples, model.n_units, model.n_params)
-    return ni.noise_injected_gd(model.apply, model.x, model.y, sizes, build_injection(cfg, sigma, model.n_samples), eta)
+    injection = ni.make_injection(name, sigma, distribution=distribution, batch_size=batch_size, n_samples=model.n_samples)
+    return ni.noise_injected_gd(model.apply, model.x, model.y, sizes, injection, eta)
 
 
 def limit_inputs(cfg: ManifoldConfig, model: mm.ManifoldModel):
     """``(loss_hat, zeta_dim, correlation)`` of the noise of ``cfg`` on ``model``: what the limit
     solver needs. In rescaled time the limit does not depend on sigma, and the same function object
     is returned for the same model and noise (so the solver's compiled pieces are reused)."""
-    return _limit_inputs(model, cfg.noise.name, cfg.noise.distribution, cfg.noise.batch_size)
+    return _limit_inputs(model, *_noise_key(cfg))
 
 
 @functools.lru_cache(maxsize=64)
@@ -178,11 +183,9 @@ def _observer(model: mm.ManifoldModel):
 
 @functools.lru_cache(maxsize=32)
 def _runner(model: mm.ManifoldModel, noise: tuple, eta: float, sigma: float, k: int, n_saves: int):
-    """The jitted runner at ``(eta, sigma, k, n_saves)`` of the noise ``(name, distribution, batch_size)``
-    (the keys of ``[noise]`` that :func:`build_algorithm` reads), built once: another seed reuses it."""
-    name, distribution, batch_size = noise
-    cfg = SimpleNamespace(noise=SimpleNamespace(name=name, distribution=distribution, batch_size=batch_size))
-    return ni.make_runner(build_algorithm(cfg, model, eta, sigma), model.observe, k, n_saves)
+    """The jitted runner of the noise ``noise`` (:func:`_noise_key`) at ``(eta, sigma, k, n_saves)``,
+    built once: another seed reuses it."""
+    return ni.make_runner(_algorithm(model, noise, eta, sigma), model.observe, k, n_saves)
 
 
 def solve_manifold_limit(cfg: ManifoldConfig, model: mm.ManifoldModel, inputs=None) -> mf.LimitSolution:
@@ -321,7 +324,7 @@ def run(config: ManifoldConfig | dict[str, Any] | str | Path | None = None, prog
         progress(1, total)
 
     for ie, (eta, sigma, k) in enumerate(zip(sim.etas, sigmas, steps)):
-        noise = (cfg.noise.name, cfg.noise.distribution, cfg.noise.batch_size)
+        noise = _noise_key(cfg)
         try:
             runner = _runner(model, noise, eta, sigma, k, sim.n_saves)
         except TypeError:  # an unhashable user noise factory: not cached
