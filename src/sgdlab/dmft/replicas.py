@@ -82,6 +82,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.keys import fold_in, root_key
 from sgdlab.dmft import problem as gm
 from sgdlab.dmft import solver as _dmft
 from sgdlab.dmft.solver import DMFTConvergenceWarning, DMFTError, DMFTResult, Noise
@@ -222,7 +223,7 @@ def replica_distance(
     if not 0.0 <= damping < 1.0:
         raise ValueError(f"damping={damping} must lie in [0, 1)")
     skeleton, n_steps, params = _dmft._split(problem, dynamics)
-    key = _dmft._solve_key(np.uint32(seed), np.uint32(_STREAM_BASE))  # fold_in(key(seed), _STREAM_BASE), one program
+    key = fold_in(root_key(int(seed)), _STREAM_BASE)
     noise = _draw(key, params, skeleton=skeleton, n_steps=n_steps, samples=samples)
     m, C, R = (jnp.asarray(x, jnp.float64) for x in (rs.m, rs.C, rs.R))
     Mdiff = np.zeros((tp, tp))

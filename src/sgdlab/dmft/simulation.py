@@ -36,6 +36,7 @@ import numpy as np
 
 from sgdlab.dmft import losses
 from sgdlab.dmft.batch_mask import MaskChain, init_mask, mask_chain, step_mask
+from sgdlab.core.keys import seed_keys  # noqa: F401  (re-exported: the simulator's seed keys)
 from sgdlab.dmft.products import data_gradient, fields
 from sgdlab.dmft.update import UpdateRule, apply_update, update_rule
 from sgdlab.dmft import problem as gm
@@ -176,14 +177,6 @@ def _problem(spec: SimSpec, params: SimParams) -> gm.GaussianMixture:
         m0=num(params.m0),
         sigma0=num(params.sigma0),
     )
-
-
-def seed_keys(seeds) -> jax.Array:
-    """Typed keys ``(n_seeds,)`` of integer seeds: the key of seed ``s`` is ``jax.random.key(s)``."""
-    return _keys(np.asarray(list(seeds), dtype=np.uint32))
-
-
-_keys = jax.jit(jax.vmap(jax.random.key))  # one program, not one eager operation per step of the conversion
 
 
 def init(spec: SimSpec, params: SimParams, key: jax.Array) -> tuple[SimData, SimState]:

@@ -128,6 +128,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.keys import fold_in, root_key
 from sgdlab.dmft import problem as gm
 from sgdlab.dmft.dynamics import (  # noqa: F401  (re-exported: the public face of the solver)
     MIXED_MIN_INNOVATION, MIXED_TOLERANCE, PRECISIONS, RESPONSES, STARTS, DMFTConvergenceWarning, DMFTError, Dynamics, SolverOptions, _validate_problem,
@@ -185,15 +186,6 @@ def _split(problem: gm.GaussianMixture, dynamics: Dynamics):
     params = {f: np.asarray(float(getattr(problem, f)), np.float64) for f in _PROBLEM_FLOATS}
     params.update({f: np.asarray(getattr(dynamics, f), np.float64) for f in _DYNAMICS_FLOATS})
     return skeleton, dynamics.n_steps, params
-
-
-@jax.jit
-def _solve_key(seed, replica) -> jax.Array:
-    """The key of a solve: ``key(seed)``, folded with ``replica`` when it is not 0; one program
-    for every seed and replica instead of several eager operations."""
-    key = jax.random.key(seed)
-    folded = jax.random.fold_in(key, replica)
-    return jax.random.wrap_key_data(jnp.where(replica == 0, jax.random.key_data(key), jax.random.key_data(folded)))
 
 
 @partial(jax.jit, static_argnames="skeleton")
@@ -322,7 +314,9 @@ def solve_dmft(
             f"samples={options.samples} must be >= 2 (n_steps + 1) = {2 * tp} (the probe regression needs "
             f"N > T + 1; its error is O(T/N), so use N >> T)"
         )
-    key = _solve_key(np.uint32(options.seed), np.uint32(options.replica))
+    key = root_key(options.seed)
+    if options.replica:
+        key = fold_in(key, options.replica)
     skeleton, _, params = _split(problem, dynamics)
 
     def draw(precision):  # the common random numbers, drawn once: every iteration (and the march) reuses them

@@ -39,6 +39,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from sgdlab.core.keys import fold_in, root_key
 from sgdlab.core.provenance import provenance
 from sgdlab.two_layer import flow as tl
 from sgdlab.two_layer.analysis import carrier_fraction, detect_plateaus, half_learning_times, match_plateaus
@@ -105,7 +106,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
     dyn = cfg.dynamics
     t = dyn.grid
     K = prob.degree
-    key = tl.root_key(cfg.seed)
+    key = root_key(cfg.seed)
     methods = [m for m, on in zip(METHODS, (cfg.flow.enabled, cfg.sgd.enabled, cfg.reduced.enabled)) if on]
     total = len(methods) + len(cfg.scan.eps) + (1 if cfg.scan.d else 0)
     done = 0
@@ -127,7 +128,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
         if method == "flow":
             f = cfg.flow
             a0 = tl.initial_second_layer(f.m, dyn.a_scale, dyn.a_law)
-            sol = tl.flow_from_random_starts(prob, tl.fold_in(key, 1), a0, f.m, f.d, f.seeds, dyn.eps, t,
+            sol = tl.flow_from_random_starts(prob, fold_in(key, 1), a0, f.m, f.d, f.seeds, dyn.eps, t,
                                              dyn.train_second_layer, dyn.rtol, dyn.atol, f.solver, dyn.max_steps)
             check_solved(f"finite-d flow (d = {f.d})", sol.obs.risk, sol.success, sol.num_steps, t, dyn.max_steps,
                          "lower dynamics.t_max or flow.m")
@@ -136,7 +137,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
         elif method == "sim":
             g = cfg.sgd
             a0 = tl.initial_second_layer(g.m, dyn.a_scale, dyn.a_law)
-            Ms, Rs = sgd_on_grid(prob, tl.fold_in(key, 2), a0, g.d, dyn.eps, g.eta, t, g.seeds, g.batch, dyn.train_second_layer)
+            Ms, Rs = sgd_on_grid(prob, fold_in(key, 2), a0, g.d, dyn.eps, g.eta, t, g.seeds, g.batch, dyn.train_second_layer)
             check_finite(f"online SGD (d = {g.d})", Rs, t, "lower sgd.eta (the second-layer step is sgd.eta / dynamics.eps) or raise sgd.batch")
             M[i, : g.seeds], Rk[i, : g.seeds] = Ms, Rs
         else:
@@ -179,7 +180,7 @@ def run(config: TimescalesConfig | dict[str, Any] | str | Path | None = None,
     if cfg.scan.d:
         t0 = time.perf_counter()
         f = cfg.flow
-        ds = ds.merge(d_scan(prob, cfg.scan.d, f.m, f.seeds, dyn.eps, t, tl.fold_in(key, 3), dyn.a_scale, dyn.a_law,
+        ds = ds.merge(d_scan(prob, cfg.scan.d, f.m, f.seeds, dyn.eps, t, fold_in(key, 3), dyn.a_scale, dyn.a_law,
                              dyn.rtol, dyn.atol, f.solver, dyn.max_steps, dyn.train_second_layer))
         elapsed["d_scan"] = time.perf_counter() - t0
         tick()

@@ -317,10 +317,6 @@ def random_overlaps_wishart(key: jax.Array, m: int, d: int) -> tuple[jax.Array, 
     return x / n, G
 
 
-#: ``jax.random.key`` and ``jax.random.fold_in`` jitted: one small program each (called eagerly,
-#: each is several programs traced and compiled separately); same keys, bit for bit
-root_key = jax.jit(jax.random.key)
-fold_in = jax.jit(jax.random.fold_in)
 
 
 @partial(jax.jit, static_argnames=("m", "d", "seeds"))

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from sgdlab.core.errors import NonFiniteError
+from sgdlab.core.keys import fold_in
 from sgdlab.two_layer import flow as tl
 from sgdlab.two_layer.analysis import fit_power_law, half_learning_times
 from sgdlab.two_layer.config import log_grid
@@ -150,7 +151,7 @@ def d_scan(prob: SingleIndex, d_values, m: int, seeds: int, eps: float, t: np.nd
     mean, err = np.full((len(d_values), K + 1), np.nan), np.full((len(d_values), K + 1), np.nan)
     implicit = np.zeros(len(d_values), bool)
     for i, d in enumerate(d_values):  # one compilation: d enters only through the initial overlaps
-        sol = tl.flow_from_random_starts(prob, tl.fold_in(key, int(d)), a0, m, int(d), seeds, eps, t,
+        sol = tl.flow_from_random_starts(prob, fold_in(key, int(d)), a0, m, int(d), seeds, eps, t,
                                          train_second_layer, rtol, atol, solver, max_steps)
         check_solved(f"finite-d flow of the d scan at d = {int(d)}", sol.obs.risk, sol.success, sol.num_steps, t, max_steps,
                      "lower dynamics.t_max or flow.m, or remove the smallest scan.d values")
