@@ -15,7 +15,7 @@ import jax
 import sgdlab
 
 #: the jitted programs of a simulation + DMFT run
-PROGRAMS = {"key", "fold_in", "init_b", "observe_b", "advance_b", "_draw", "_march_solve", "_iteration", "_test_observables"}
+PROGRAMS = {"key", "_seed_keys", "fold_in", "init_b", "observe_b", "advance_b", "_draw", "_march_solve", "_iteration", "_test_observables"}
 #: and those of the noise study (replica pairs, linear response, the replica DMFT)
 NOISE_PROGRAMS = PROGRAMS | {"replica_run", "response_runs"}
 
