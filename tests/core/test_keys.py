@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 import sgdlab  # noqa: F401  (float64 mode, as every wing runs)
-from sgdlab.core.keys import fold_in, root_key, seed_keys
+from sgdlab.core.keys import fold_in, root_key, run_keys, seed_keys
 
 
 def _bits(key):
@@ -19,3 +19,10 @@ def test_keys_are_the_eager_keys():
             assert np.array_equal(_bits(fold_in(root_key(seed), data)), _bits(eager)), (seed, data)
     seeds = [0, 5, 2**32 - 1]
     assert np.array_equal(_bits(seed_keys(seeds)), np.stack([_bits(jax.random.key(s)) for s in seeds]))
+
+
+def test_run_keys_fold_the_salt_then_the_run():
+    for seed, salt, n in ((0, 0, 1), (7, 1_000_003, 5), (2**31 + 5, 3, 3)):
+        base = jax.random.fold_in(jax.random.key(seed), salt)
+        eager = np.stack([_bits(jax.random.fold_in(base, r)) for r in range(n)])
+        assert np.array_equal(_bits(run_keys(seed, n, salt)), eager), (seed, salt, n)

@@ -38,8 +38,8 @@ ROLES = {
         "study": {"__init__", "config", "experiment", "weak_error", "plot", "command"},
     },
     "manifold": {
-        "model": {"models"},
-        "simulator": {"noise", "user_noise"},
+        "model": {"models", "injections", "user_noise"},
+        "simulator": {"noise"},
         "theory": {"limit", "spectral", "geometry", "integrators"},
         "study": {"__init__", "config", "experiment", "plot", "command"},
     },

@@ -69,7 +69,7 @@ def test_a_stored_user_noise_reruns_from_its_config():
         ({"name": "own_noises:wrong_variance"}, r"noise\.name = 'own_noises:wrong_variance': the covariance of sample is not sigma\^2 correlation"),
         ({"name": "own_noises:biased"}, r"noise\.name = 'own_noises:biased': sample does not have mean 0"),
         ({"name": "own_noises:wrong_sigma"}, r"noise\.name = 'own_noises:wrong_sigma': the returned NoiseInjection has sigma = 2\.0, not the sigma = 1"),
-        ({"name": "own_noises:not_an_injection"}, r"noise\.name = 'own_noises:not_an_injection' must return a sgdlab\.manifold\.noise\.NoiseInjection \(got dict\)"),
+        ({"name": "own_noises:not_an_injection"}, r"noise\.name = 'own_noises:not_an_injection' must return a sgdlab\.manifold\.injections\.NoiseInjection \(got dict\)"),
         ({"name": "own_noises:wrong_sample_shape"}, r"noise\.name = 'own_noises:wrong_sample_shape': sample returns shape \(2,\); expected \(1,\)"),
         ({"name": "own_noises:wrong_perturbation"}, r"noise\.name = 'own_noises:wrong_perturbation': perturb must return a Perturbation with the model's shapes"),
         ({"name": "own_noises:untraceable"}, r"noise\.name = 'own_noises:untraceable': sample or perturb does not trace under JAX"),

@@ -11,8 +11,8 @@ Quick use::
     ds = manifold.run({"noise": {"name": "label_noise", "sigma": 1.0}})   # or a TOML path, or None
     fig = manifold.figures(ds)[""]
 
-Modules: :mod:`~sgdlab.manifold.models` (the models), :mod:`~sgdlab.manifold.noise` (the
-simulators), :mod:`~sgdlab.manifold.limit` (the limit solver; it never imports the simulators),
+Modules: :mod:`~sgdlab.manifold.models` (the models), :mod:`~sgdlab.manifold.injections` (the
+noise pieces and their laws), :mod:`~sgdlab.manifold.noise` (the simulators), :mod:`~sgdlab.manifold.limit` (the limit solver; it never imports the simulators),
 :mod:`~sgdlab.manifold.experiment` (the only place where both meet), ``config``, ``plot``,
 ``command`` (:data:`STUDY`). Names are imported on first use (this package is cheap to import).
 """
@@ -37,7 +37,7 @@ _WHERE = {
     "non_degenerate_drift": "limit",
     "degenerate_coefficients": "limit",
     "phi_second_derivative": "limit",
-    "make_injection": "noise",
+    "make_injection": "injections",
     "make_runner": "noise",
     "make_model": "models",
 }

@@ -39,7 +39,7 @@ __all__ = [
     "load_config",
 ]
 
-#: the built-in noises (:data:`sgdlab.manifold.noise.NOISE_NAMES`; a test checks they agree)
+#: the built-in noises (:data:`sgdlab.manifold.injections.NOISE_NAMES`; a test checks they agree)
 NOISE_NAMES = ("label_noise", "dropout", "dropconnect", "perturbed_gd", "anticorrelated_perturbed_gd", "sgld", "minibatch_sgd")
 
 #: the limit solver's defaults (:data:`sgdlab.manifold.limit.PHI_TOL`, ``RANK_RTOL``; a test checks
@@ -278,7 +278,7 @@ class ManifoldConfig(ExperimentConfig):
                                  "b = n is full-batch GD: sigma^2 = n/b - 1 = 0, no noise and no slow motion)")
         if not self.noise.builtin:  # the factory checked against this model (shapes, correlation, moments)
             from sgdlab.core.functions import FunctionError
-            from sgdlab.manifold.noise import Sizes
+            from sgdlab.manifold.injections import Sizes
             from sgdlab.manifold.user_noise import check_user_noise
 
             try:
@@ -316,7 +316,7 @@ class ManifoldConfig(ExperimentConfig):
         if self.noise.builtin:
             m = {"label_noise": n, "minibatch_sgd": n, "dropout": u}.get(self.noise.name, p)
         else:  # the factory's own dimension (checked, and cached, by the cross-section validator)
-            from sgdlab.manifold.noise import Sizes
+            from sgdlab.manifold.injections import Sizes
             from sgdlab.manifold.user_noise import check_user_noise
 
             m = check_user_noise(self.noise.name, Sizes(n, u, p), "noise.name")

@@ -1,10 +1,10 @@
 """Noise models of one's own for ``sgdlab manifold``: a factory ``noise(sigma) -> NoiseInjection``.
 
-A noise model is a :class:`~sgdlab.manifold.noise.NoiseInjection`: where the noise ``zeta`` enters
+A noise model is a :class:`~sgdlab.manifold.injections.NoiseInjection`: where the noise ``zeta`` enters
 the square loss (``perturb``), how one draw is made (``sample``), its dimension (``zeta_size``) and
 its correlation ``R`` with ``Cov zeta = sigma^2 R`` (Shalova, Schlichting, Peletier 2024, eq. (1.2):
 ``w_{k+1} = w_k - eta grad_w L_hat(w_k, zeta_k)``). The built-in noises are such factories
-(:func:`~sgdlab.manifold.noise.label_noise`, :func:`~sgdlab.manifold.noise.dropout`, ...); the key
+(:func:`~sgdlab.manifold.injections.label_noise`, :func:`~sgdlab.manifold.injections.dropout`, ...); the key
 ``noise.name`` accepts, besides their names,
 
 - from Python, a callable ``factory(sigma: float) -> NoiseInjection``;
@@ -18,7 +18,7 @@ What a factory must satisfy, checked once per factory and model size by :func:`c
 (each failure one line naming the key): it returns a ``NoiseInjection`` whose ``sigma`` is the
 ``sigma`` it was given (the rescaled time ``eta sigma^2 k`` is built from it); ``zeta_size`` is a
 positive integer; ``sample`` and ``perturb`` trace under JAX with the shapes of the model (a
-``(m,)`` draw; a :class:`~sgdlab.manifold.noise.Perturbation` with the model's field shapes);
+``(m,)`` draw; a :class:`~sgdlab.manifold.injections.Perturbation` with the model's field shapes);
 ``R`` is a finite, symmetric, positive semi-definite ``(m, m)`` matrix; and the draws have mean 0
 and covariance ``sigma^2 R`` -- tested on :data:`CHECK_DRAWS` draws along :data:`CHECK_PROJECTIONS`
 random directions ``u``: ``|mean(u.zeta)|`` and ``|mean((u.zeta)^2) - sigma^2 u^T R u|`` must stay
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgdlab.core.functions import FunctionError, resolve, spec_of
-from sgdlab.manifold.noise import NOISE_NAMES, NoiseInjection, Perturbation, Sizes, no_perturbation
+from sgdlab.manifold.injections import NOISE_NAMES, NoiseInjection, Perturbation, Sizes, no_perturbation
 
 NoiseFactory = Callable[[float], NoiseInjection]
 
@@ -71,7 +71,7 @@ def user_injection(factory: NoiseFactory, sigma: float, key: str = "noise.name")
     except Exception as exc:  # the user's code: any failure becomes one line naming the key
         raise FunctionError(f"{key} = {name!r}: calling it with sigma = {sigma:g} failed ({type(exc).__name__}: {_first_line(exc)})") from exc
     if not isinstance(injection, NoiseInjection):
-        raise FunctionError(f"{key} = {name!r} must return a sgdlab.manifold.noise.NoiseInjection (got {type(injection).__name__})")
+        raise FunctionError(f"{key} = {name!r} must return a sgdlab.manifold.injections.NoiseInjection (got {type(injection).__name__})")
     if not (np.isfinite(injection.sigma) and abs(injection.sigma - sigma) <= 1e-12 * abs(sigma)):
         raise FunctionError(f"{key} = {name!r}: the returned NoiseInjection has sigma = {injection.sigma!r}, not the sigma = {sigma:g} "
                             "it was given (the rescaled time eta sigma^2 k is built from it)")
