@@ -12,15 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import host_input
 from sgdlab.manifold.geometry import project_to_manifold, tangent_space
 
 Array = jax.Array
 LossFn = Callable[[Array], Array]
-
-
-def _f64(w) -> Array:
-    """``w`` as float64 without an eager program (host arrays and lists are passed as NumPy)."""
-    return w if isinstance(w, jax.Array) and w.dtype == jnp.float64 else np.asarray(w, np.float64)
 
 
 _RK4_NODES = (0.0, 0.5, 0.5, 1.0)
@@ -67,7 +63,7 @@ def integrate_flow(loss: LossFn, drift: Callable[[Array], Array], w0: Array, ran
     ``tau = j tau_save``, ``j = 0..n_saves``: shape ``(n_saves + 1, p)``. Compiled once per
     ``(loss, drift, rank, n_saves)``; ``tau_save`` and ``substeps`` are traced."""
     run = _flow_integrator(loss, drift, rank, int(n_saves))
-    return run(_f64(w0), np.float64(tau_save), np.int32(substeps))
+    return run(host_input(w0, np.float64), np.float64(tau_save), np.int32(substeps))
 
 
 @functools.lru_cache(maxsize=128)
@@ -101,4 +97,4 @@ def integrate_sde(loss: LossFn, drift, diffusion, w0: Array, rank: int, tau_save
     whose second-order term supplies the normal (curvature) part of the Ito drift. Weak order 1.
     One path per key of ``keys (R,)``: returns ``(R, n_saves + 1, p)``."""
     run = _sde_integrator(loss, drift, diffusion, rank, int(n_saves))
-    return run(_f64(w0), np.float64(tau_save), np.int32(substeps), keys)
+    return run(host_input(w0, np.float64), np.float64(tau_save), np.int32(substeps), keys)

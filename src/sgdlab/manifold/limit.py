@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import host_input
 from sgdlab.manifold.geometry import (  # noqa: F401  (re-exported: the geometry of the limit)
     PHI_TOL,
     RANK_RTOL,
@@ -83,7 +84,6 @@ from sgdlab.manifold.geometry import (  # noqa: F401  (re-exported: the geometry
     tangent_space,
 )
 from sgdlab.manifold.integrators import (  # noqa: F401  (re-exported: the integrators of the limit)
-    _f64,
     _flow_integrator,
     _sde_integrator,
     integrate_flow,
@@ -304,7 +304,7 @@ def classify_noise(loss: LossFn, loss_hat: LossHatFn, zeta_dim: int, w: Array, c
     The classification is local: ``P_T grad Reg`` may vanish at isolated points (the fixed points of
     a non-degenerate flow) where the point itself then reads "degenerate". Host function.
     """
-    w = _f64(w)
+    w = host_input(w, np.float64)
     rank = hessian_rank(loss, w, rank_rtol) if rank is None else rank
     g, noise, ito = (float(x) for x in np.asarray(_classification_norms(loss, loss_hat, zeta_dim, rank, _corr_key(correlation))(w)))
     if g > atol:
@@ -349,7 +349,7 @@ def solve_limit(
     in ``tau = eta^2 sigma^2 k``, one path per key of ``keys (R,)`` when stochastic; trivial ->
     constant ``Phi(w0)``. Host function (jit inside).
     """
-    phi0 = jitted_gradient_flow_limit(loss, phi_tol)(_f64(w0))
+    phi0 = jitted_gradient_flow_limit(loss, phi_tol)(host_input(w0, np.float64))
     rank = hessian_rank(loss, phi0, rank_rtol)
     noise = classify_noise(loss, loss_hat, zeta_dim, phi0, correlation, rank, classify_atol)
     kind = noise.kind if kind is None else kind

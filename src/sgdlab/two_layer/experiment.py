@@ -39,6 +39,7 @@ import jax
 import numpy as np
 import xarray as xr
 
+from sgdlab.core.inputs import host_input
 from sgdlab.core.keys import fold_in, root_key
 from sgdlab.core.provenance import provenance
 from sgdlab.two_layer import flow as tl
@@ -62,7 +63,7 @@ def sgd_on_grid(prob: SingleIndex, key: jax.Array, a0, d: int, eps: float, eta: 
     initial state). Returns ``M``, ``risk_degree`` ``(seeds, n_t, K+1)``. Times that snap to the
     same step observe it twice (a block of no step), so the program's shapes depend on ``n_t`` only."""
     steps = np.rint(np.asarray(t) / eta).astype(np.int64)
-    M, risk = online_sgd_seeds(prob, key, tl.host_array(a0), d, eps, eta, steps, seeds, batch, train_second_layer)
+    M, risk = online_sgd_seeds(prob, key, host_input(a0), d, eps, eta, steps, seeds, batch, train_second_layer)
     return np.asarray(M), np.asarray(risk)
 
 

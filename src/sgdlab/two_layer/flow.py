@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import host_input
 from sgdlab.two_layer.problem import SingleIndex, U_poly, V_poly, mehler_risk_per_degree, powers
 
 
@@ -175,12 +176,6 @@ def padded_times(ts) -> tuple[np.ndarray | jax.Array, int]:
     n = int(ts.shape[0])
     size = max(16, 1 << (n - 1).bit_length())
     return xp.concatenate([ts, xp.full(size - n, 1.0, ts.dtype) * ts[-1]]), n
-
-
-def host_array(x):
-    """``x`` as it is if it is a NumPy or JAX array (or a tracer), else ``np.asarray(x)``: what a
-    jitted function takes without an eager ``jnp.asarray``."""
-    return x if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)
 
 
 @partial(jax.jit, static_argnames=("field", "observe", "train_second_layer", "solver", "max_steps"))
@@ -347,7 +342,7 @@ def flow_from_random_starts(problem: SingleIndex, key: jax.Array, a0, m: int, d:
     A solve that ran out of ``max_steps`` has ``success = False`` and non-finite values after the
     time it reached."""
     s0, G0 = random_starts(key, m, d, seeds)
-    a0 = host_array(a0)
+    a0 = host_input(a0)
     ts, n = padded_times(ts)
 
     def run(name, steps):

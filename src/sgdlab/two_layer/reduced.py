@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgdlab.two_layer.flow import (FlowObservables, ODESolution, dpoly, explicit_budget, first_times, host_array, ode_kernel,
+from sgdlab.two_layer.flow import (FlowObservables, ODESolution, dpoly, explicit_budget, first_times, ode_kernel,
                                    padded_times, solve_ode)
+from sgdlab.core.inputs import host_input
 from sgdlab.two_layer.problem import SingleIndex, powers
 
 
@@ -65,7 +66,7 @@ def solve_reduced(
     ``solver``: ``"auto"`` (explicit unless stiff), ``"tsit5"`` or ``"kvaerno5"``. Cost per step
     ``O(m K)`` explicit, ``O(m^3)`` implicit (dense LU of the ``2m`` state); no ``d``."""
     ts, n = padded_times(ts)
-    a0, s0 = host_array(a0), host_array(s0)
+    a0, s0 = host_input(a0), host_input(s0)
     m = int(a0.shape[0])
 
     def run(name, steps):
