@@ -193,3 +193,28 @@ def test_wide_tables_are_not_cut_at_80_columns(monkeypatch):
             description = tomllib.loads(example_path(command, name).read_text()).get("description", "")
             assert description[:120] in result.output, (command, name, description)
     assert "…" not in result.output
+
+
+def test_the_console_script_freezes_the_collector_when_done(monkeypatch):
+    """`sgdlab` (the console script) runs the app, then freezes the objects it made, so the
+    interpreter's shutdown does not traverse them; the exit status is the app's."""
+    import gc
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    import pytest
+
+    from sgdlab.cli import main_entry
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["sgdlab"] == "sgdlab.cli:main_entry"
+    monkeypatch.setattr(sys, "argv", ["sgdlab", "run", "--example", "no_such_example"])
+    try:
+        assert gc.get_freeze_count() == 0
+        with pytest.raises(SystemExit) as exit_info:
+            main_entry()
+        assert exit_info.value.code == 2  # the app's status for a bad input, unchanged
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
