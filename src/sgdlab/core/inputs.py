@@ -22,3 +22,16 @@ def host_input(x, dtype=None):
     if isinstance(x, (np.ndarray, jax.Array)) and (dtype is None or x.dtype == np.dtype(dtype)):
         return x
     return np.asarray(x, dtype)
+
+
+def device_input(x, dtype=None) -> jax.Array:
+    """``x`` as a JAX array, copied to the default device by ``jax.device_put`` (no program).
+
+    For arrays that programs index with traced indices (a NumPy array cannot be), e.g. a
+    problem's samples or a model's data. A JAX array (or tracer) of ``dtype`` (or of any dtype
+    when ``dtype`` is ``None``) is returned as it is; anything else becomes
+    ``np.asarray(x, dtype)`` on the device.
+    """
+    if isinstance(x, jax.Array) and (dtype is None or x.dtype == np.dtype(dtype)):
+        return x
+    return jax.device_put(np.asarray(x, dtype))

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import device_input
+
 Array = jax.Array
 ApplyFn = Callable[[Array, Array, Array], Array]
 
@@ -88,13 +90,8 @@ class ManifoldModel:
         return jnp.sum(jac**2) / self.n_samples
 
 
-def _device(a) -> Array:
-    """A NumPy array on the device (``device_put``: no program compiled, unlike ``jnp.asarray``)."""
-    return jax.device_put(np.asarray(a))
-
-
 def _as_init(init, default, p: int, name: str) -> Array:
-    w0 = _device(np.asarray(default if init is None else init, dtype=np.float64))
+    w0 = device_input(np.asarray(default if init is None else init, dtype=np.float64))
     if w0.shape != (p,):
         raise ValueError(f"init for model {name!r} must have {p} entries (got shape {tuple(w0.shape)})")
     return w0
@@ -131,8 +128,8 @@ def hyperbola(n: int = 1, init=None) -> ManifoldModel:
     return ManifoldModel(
         name="hyperbola",
         apply=apply,
-        x=_device(s[:, None]),
-        y=_device(s),
+        x=device_input(s[:, None]),
+        y=device_input(s),
         w0=_as_init(init, [2.0, 0.6], 2, "hyperbola"),
         n_units=0,
         observables={"C": lambda w: w[0] ** 2 - w[1] ** 2, "xy": lambda w: w[0] * w[1]},
@@ -164,8 +161,8 @@ def two_unit_network(init=None) -> ManifoldModel:
     return ManifoldModel(
         name="two_unit",
         apply=apply,
-        x=_device(np.ones((1, 1))),
-        y=_device(np.ones((1,))),
+        x=device_input(np.ones((1, 1))),
+        y=device_input(np.ones((1,))),
         w0=_as_init(init, default, 4, "two_unit"),
         n_units=2,
         observables={
@@ -229,9 +226,9 @@ def diagonal_network(d: int = 12, n: int = 6, sparsity: int = 2, data_seed: int 
     if not 0 <= sparsity <= d:
         raise ValueError(f"sparsity must be in [0, d={d}] (got {sparsity})")
     x, y, beta_star = sparse_regression_data(d, n, sparsity, data_seed)
-    m = _device(np.mean(x**2, axis=0))
-    off = _device(beta_star == 0)
-    beta_star = _device(beta_star)
+    m = device_input(np.mean(x**2, axis=0))
+    off = device_input(beta_star == 0)
+    beta_star = device_input(beta_star)
 
     def apply(w, xx, unit_scale):
         u, v = w[:d], w[d:]
@@ -243,8 +240,8 @@ def diagonal_network(d: int = 12, n: int = 6, sparsity: int = 2, data_seed: int 
     return ManifoldModel(
         name="diagonal",
         apply=apply,
-        x=_device(x),
-        y=_device(y),
+        x=device_input(x),
+        y=device_input(y),
         w0=_as_init(init, np.concatenate([np.full(d, init_scale), np.zeros(d)]), 2 * d, "diagonal"),
         n_units=d,
         observables={
@@ -299,8 +296,8 @@ def tanh_network(width: int = 3, input_dim: int = 4, n: int = 4, data_seed: int 
     model = ManifoldModel(
         name="tanh",
         apply=apply,
-        x=_device(x),
-        y=_device(y),
+        x=device_input(x),
+        y=device_input(y),
         w0=_as_init(init, default, p, "tanh"),
         n_units=width,
         description=f"two-layer tanh network, width {width}, input dim {input_dim}, n={n} < p={p}",

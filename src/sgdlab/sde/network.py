@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import device_input
 from sgdlab.sde.problems import FiniteSumProblem
 
 Array = jax.Array
@@ -85,8 +86,8 @@ def make_network(features, targets, activation: Activation = "linear", batch_siz
     """A :class:`MeanFieldNetwork` from arrays (float64). ``activation``: a name of
     :data:`ACTIVATIONS`, a JAX-traceable elementwise callable or an import string."""
     activation = check_activation(activation)
-    z = jnp.asarray(features, dtype=jnp.float64)
-    y = jnp.asarray(targets, dtype=jnp.float64)
+    z = device_input(features, np.float64)
+    y = device_input(targets, np.float64)
     if z.ndim != 2 or y.shape != z.shape[:1]:
         raise ValueError(f"need features (n, q) and targets (n,); got {z.shape} and {y.shape}")
     return MeanFieldNetwork(z, y, activation, int(batch_size))

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import device_input
+
 Array = jax.Array
 
 
@@ -235,7 +237,7 @@ def quadratic(A, b, c=None, batch_size: int = 1, name: str = "quadratic") -> Fin
     c = np.zeros(A.shape[0]) if c is None else np.asarray(c, dtype=np.float64)
     if A.ndim != 3 or A.shape[1] != A.shape[2] or b.shape != A.shape[:2] or c.shape != A.shape[:1]:
         raise ValueError(f"quadratic: need A (n, d, d), b (n, d), c (n,); got {A.shape}, {b.shape}, {c.shape}")
-    samples = {"A": jnp.asarray(A), "b": jnp.asarray(b), "c": jnp.asarray(c)}
+    samples = {"A": device_input(A), "b": device_input(b), "c": device_input(c)}
     return FiniteSumProblem(_quadratic_loss, samples, dim=A.shape[1], batch_size=batch_size, name=name)
 
 
@@ -259,7 +261,7 @@ def least_squares(features, targets, ridge: float = 0.0, batch_size: int = 1, na
     y = np.asarray(targets, dtype=np.float64)
     if z.ndim != 2 or y.shape != z.shape[:1]:
         raise ValueError(f"least_squares: need features (n, d) and targets (n,); got {z.shape} and {y.shape}")
-    samples = {"z": jnp.asarray(z), "y": jnp.asarray(y)}
+    samples = {"z": device_input(z), "y": device_input(y)}
     return FiniteSumProblem(_least_squares_loss, samples, dim=z.shape[1], batch_size=batch_size, name=name, ridge=float(ridge))
 
 
@@ -286,7 +288,7 @@ def logistic_regression(features, labels, ridge: float = 0.0, batch_size: int = 
         raise ValueError(f"logistic_regression: need features (n, d) and labels (n,); got {z.shape} and {y.shape}")
     if not np.all(np.abs(y) == 1):
         raise ValueError("logistic_regression: labels must be +1 or -1")
-    samples = {"z": jnp.asarray(z), "y": jnp.asarray(y)}
+    samples = {"z": device_input(z), "y": device_input(y)}
     return FiniteSumProblem(_logistic_loss, samples, dim=z.shape[1], batch_size=batch_size, name=name, ridge=float(ridge))
 
 
@@ -318,7 +320,7 @@ def two_layer_network(features, targets, width: int, batch_size: int = 1, name: 
         W, a = network_unflatten(x, width, p)
         return 0.5 * (theta["y"] - a @ jnp.tanh(W @ theta["z"]) / width) ** 2
 
-    samples = {"z": jnp.asarray(z), "y": jnp.asarray(y)}
+    samples = {"z": device_input(z), "y": device_input(y)}
     return FiniteSumProblem(_NamedLoss(loss, ("two_layer_tanh", width, p)), samples, dim=width * (p + 1), batch_size=batch_size, name=name)
 
 
