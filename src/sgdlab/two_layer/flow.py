@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sgdlab.core.inputs import host_input
+from sgdlab.core.runtime_checks import nan_checks
 from sgdlab.two_layer.problem import SingleIndex, U_poly, V_poly, mehler_risk_per_degree, powers
 
 
@@ -185,18 +186,19 @@ def ode_kernel(field, observe, problem, y0, eps, ts, train_second_layer, rtol, a
     ``observe`` are module-level functions (static: one compiled solver per model); ``problem`` is
     traced (a pytree), so every target and activation of one degree share the compiled solver."""
     term = diffrax.ODETerm(lambda t, y, args: field(problem, eps, y, train_second_layer))
-    sol = diffrax.diffeqsolve(
-        term,
-        _make_solver(solver),
-        t0=0.0,
-        t1=ts[-1],
-        dt0=jnp.minimum(ts[-1], eps) * 1e-3,
-        y0=y0,
-        saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, args: observe(problem, y)),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        throw=False,
-    )
+    with nan_checks():  # diffrax's checks of ts and dt0 without a host callback: a cacheable program
+        sol = diffrax.diffeqsolve(
+            term,
+            _make_solver(solver),
+            t0=0.0,
+            t1=ts[-1],
+            dt0=jnp.minimum(ts[-1], eps) * 1e-3,
+            y0=y0,
+            saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, args: observe(problem, y)),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps,
+            throw=False,
+        )
     return sol.ys, sol.stats["num_steps"], sol.result == diffrax.RESULTS.successful
 
 
