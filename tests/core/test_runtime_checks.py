@@ -61,3 +61,16 @@ def test_the_two_layer_solver_program_is_cacheable():
     lowered = tl.ode_kernel.lower(reduced_vector_field, _reduced_observables, P12, (np.ones(m), np.full(m, 0.01)),
                                   np.float64(0.01), ts, True, 1e-8, 1e-12, "tsit5", 1000)
     assert not _has_callback(lowered)
+
+
+def test_the_committee_program_is_cacheable_and_its_failure_still_raises():
+    from sgdlab.two_layer import committee_ode as co
+
+    K = 2
+    params = co.CommitteeParams(jnp.eye(K), jnp.ones(K), eta=0.5)
+    state = co.CommitteeState(0.2 * jnp.eye(K) + 0.05, jnp.full((K, K), 1e-3) + 0.01 * jnp.eye(K), jnp.ones(K))
+    alphas = np.full(co.SAVE_CHUNK, 3.0)
+    lowered = co._committee_chunk.lower(state, params, np.float64(0.0), alphas, False, np.float64(1e-9), np.float64(1e-11))
+    assert not _has_callback(lowered)
+    with pytest.raises(RuntimeError, match=r"stopped before alpha = 100 .*max_steps = 5"):
+        co.solve_committee(state, params, np.logspace(-2, 2, 9), second_order=False, max_steps=5)

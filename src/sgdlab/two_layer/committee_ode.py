@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.runtime_checks import nan_checks
+
 
 def erf_I2(C: jax.Array) -> jax.Array:
     """``I2[a, b] = E g(z_a) g(z_b)`` for ``z ~ N(0, C)``; ``C`` ``(n, n)`` -> ``(n, n)``."""
@@ -121,32 +123,42 @@ def committee_vector_field(state: CommitteeState, params: CommitteeParams, secon
 #: save points per compiled solve: ``alphas`` of any length are solved in chunks of this many
 #: (the last padded with copies of its final time), so one compiled program serves every grid
 SAVE_CHUNK = 256
+#: the adaptive solver's step budget per chunk
+MAX_STEPS = 1_000_000
 
 
-@partial(jax.jit, static_argnames=("second_order",))
-def _committee_chunk(state0: CommitteeState, params: CommitteeParams, t0, alphas, second_order: bool, rtol, atol):
-    """One Dopri5 solve from ``(t0, state0)`` saved at ``alphas`` ``(SAVE_CHUNK,)``: ``(states, eps_g)``."""
+@partial(jax.jit, static_argnames=("second_order", "max_steps"))
+def _committee_chunk(state0: CommitteeState, params: CommitteeParams, t0, alphas, second_order: bool, rtol, atol,
+                     max_steps: int = MAX_STEPS):
+    """One Dopri5 solve from ``(t0, state0)`` saved at ``alphas`` ``(SAVE_CHUNK,)``:
+    ``(states, eps_g, success)``. Its failure is returned, not raised inside the program (a raise
+    is a host callback, and JAX caches no program with one): :func:`solve_committee` raises it."""
     term = diffrax.ODETerm(lambda t, y, args: committee_vector_field(y, params, second_order))
-    sol = diffrax.diffeqsolve(
-        term, diffrax.Dopri5(), t0=t0, t1=alphas[-1], dt0=None, y0=state0,
-        saveat=diffrax.SaveAt(ts=alphas), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=1_000_000,
-    )
+    with nan_checks():  # diffrax's checks of the save times without a host callback
+        sol = diffrax.diffeqsolve(
+            term, diffrax.Dopri5(), t0=t0, t1=alphas[-1], dt0=None, y0=state0,
+            saveat=diffrax.SaveAt(ts=alphas), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=max_steps, throw=False,
+        )
     eg = jax.vmap(lambda Q, R, v: generalisation_error(CommitteeState(Q, R, v), params))(*sol.ys)
-    return sol.ys, eg
+    return sol.ys, eg, sol.result == diffrax.RESULTS.successful
 
 
 def _float64(tree):
     return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, np.float64)), tree)
 
 
-def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, second_order: bool = True, rtol=1e-9, atol=1e-11):
+def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, second_order: bool = True, rtol=1e-9, atol=1e-11,
+                    max_steps: int = MAX_STEPS):
     """Integrate the committee ODEs (``Dopri5``, adaptive) and save ``(state, eps_g)`` at
     ``alphas`` ``(n,)`` (increasing, ``alphas[0] >= 0``; concrete values, not traced):
     ``CommitteeState`` with a leading ``(n,)`` axis and ``eps_g`` ``(n,)``.
 
     Compiled once per ``second_order`` for any ``n`` and any ``params`` of the same shapes: the
     grid is solved in chunks of :data:`SAVE_CHUNK` save points (each chunk starts from the state
-    saved at the end of the previous one), the last chunk padded with copies of its final time."""
+    saved at the end of the previous one), the last chunk padded with copies of its final time.
+    A chunk that does not finish within ``max_steps`` adaptive steps raises ``RuntimeError``
+    naming the ``alpha`` it did not reach."""
     alphas = np.asarray(alphas, np.float64)
     n = alphas.shape[0]
     if alphas.ndim != 1 or n == 0 or alphas[0] < 0 or np.any(np.diff(alphas) < 0):
@@ -157,7 +169,12 @@ def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, sec
     for start in range(0, n, SAVE_CHUNK):
         chunk = alphas[start:start + SAVE_CHUNK]
         padded = np.concatenate([chunk, np.full(SAVE_CHUNK - len(chunk), chunk[-1])])
-        ys, eg = _committee_chunk(state, params, t0, jnp.asarray(padded), second_order, rtol, atol)
+        ys, eg, ok = _committee_chunk(state, params, t0, jnp.asarray(padded), second_order, rtol, atol, max_steps)
+        if not bool(ok):
+            raise RuntimeError(
+                f"committee ODE: the adaptive Dopri5 solve stopped before alpha = {chunk[-1]:g} (out of its "
+                f"max_steps = {max_steps} steps, or the step size collapsed); check eta and the initial state, or loosen rtol / atol"
+            )
         states.append(jax.tree.map(lambda x: x[: len(chunk)], ys))
         egs.append(eg[: len(chunk)])
         state, t0 = jax.tree.map(lambda x: x[len(chunk) - 1], ys), jnp.asarray(chunk[-1])
