@@ -144,74 +144,45 @@ def keep_probability(sigma: float) -> float:
     return 1.0 / (1.0 + sigma**2)
 
 
+def _piece(name: str, sigma: float, distribution: str, multiplicative: bool, size, field: str) -> NoiseInjection:
+    """A noise piece with identity correlation whose ``zeta`` (``size(sizes)`` entries, law
+    ``distribution``) enters the :class:`Perturbation` field ``field``: added to it, or, when
+    ``multiplicative``, multiplying it by ``1 + zeta``."""
+    _check_law(distribution, multiplicative)
+    draw = _multiplicative if multiplicative else _additive
+
+    def perturb(pert, zeta, s):
+        old = getattr(pert, field)
+        return pert._replace(**{field: old * (1.0 + zeta) if multiplicative else old + zeta})
+
+    return NoiseInjection(name, float(sigma), size, lambda key, s, dtype: draw(key, size(s), sigma, distribution, dtype), perturb,
+                          _identity_corr(size))
+
+
 def label_noise(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
     """Label noise ``y_i -> y_i + zeta_i`` (``zeta`` in ``R^n``); Gaussian or Rademacher ``+-sigma``."""
-    _check_law(distribution, multiplicative=False)
-    size = lambda s: s.n_samples  # noqa: E731
-    return NoiseInjection(
-        "label_noise",
-        float(sigma),
-        size,
-        lambda key, s, dtype: _additive(key, size(s), sigma, distribution, dtype),
-        lambda pert, zeta, s: pert._replace(label_shift=pert.label_shift + zeta),
-        _identity_corr(size),
-    )
+    return _piece("label_noise", sigma, distribution, False, lambda s: s.n_samples, "label_shift")
 
 
 def dropout(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
     """Dropout on hidden units: unit ``j`` is multiplied by ``1 + zeta_j`` (inverted mask
     ``mask_j / q``, ``q = 1/(1+sigma^2)``; or Gaussian Dropout)."""
-    _check_law(distribution, multiplicative=True)
-    size = lambda s: s.n_units  # noqa: E731
-    return NoiseInjection(
-        "dropout",
-        float(sigma),
-        size,
-        lambda key, s, dtype: _multiplicative(key, size(s), sigma, distribution, dtype),
-        lambda pert, zeta, s: pert._replace(unit_scale=pert.unit_scale * (1.0 + zeta)),
-        _identity_corr(size),
-    )
+    return _piece("dropout", sigma, distribution, True, lambda s: s.n_units, "unit_scale")
 
 
 def dropconnect(sigma: float, distribution: str = "bernoulli") -> NoiseInjection:
     """DropConnect: every weight multiplied by ``1 + zeta_k``, i.e. ``L(w (1 + zeta))``."""
-    _check_law(distribution, multiplicative=True)
-    size = lambda s: s.n_params  # noqa: E731
-    return NoiseInjection(
-        "dropconnect",
-        float(sigma),
-        size,
-        lambda key, s, dtype: _multiplicative(key, size(s), sigma, distribution, dtype),
-        lambda pert, zeta, s: pert._replace(weight_scale=pert.weight_scale * (1.0 + zeta)),
-        _identity_corr(size),
-    )
+    return _piece("dropconnect", sigma, distribution, True, lambda s: s.n_params, "weight_scale")
 
 
 def weight_perturbation(sigma: float, distribution: str = "gaussian") -> NoiseInjection:
     """Perturbed GD: the gradient is taken at ``w + zeta``, i.e. ``L(w + zeta)``."""
-    _check_law(distribution, multiplicative=False)
-    size = lambda s: s.n_params  # noqa: E731
-    return NoiseInjection(
-        "perturbed_gd",
-        float(sigma),
-        size,
-        lambda key, s, dtype: _additive(key, size(s), sigma, distribution, dtype),
-        lambda pert, zeta, s: pert._replace(weight_shift=pert.weight_shift + zeta),
-        _identity_corr(size),
-    )
+    return _piece("perturbed_gd", sigma, distribution, False, lambda s: s.n_params, "weight_shift")
 
 
 def langevin_tilt(sigma: float) -> NoiseInjection:
     """SGLD: ``L(w) - <zeta, w>``, so a step is ``w - eta grad L(w) + eta zeta`` (Gaussian)."""
-    size = lambda s: s.n_params  # noqa: E731
-    return NoiseInjection(
-        "sgld",
-        float(sigma),
-        size,
-        lambda key, s, dtype: _additive(key, size(s), sigma, "gaussian", dtype),
-        lambda pert, zeta, s: pert._replace(tilt=pert.tilt + zeta),
-        _identity_corr(size),
-    )
+    return _piece("sgld", sigma, "gaussian", False, lambda s: s.n_params, "tilt")
 
 
 def minibatch_sigma(batch_size: int, n_samples: int) -> float:

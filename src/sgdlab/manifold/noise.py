@@ -29,24 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from sgdlab.core.keys import run_keys
-from sgdlab.manifold.injections import (  # noqa: F401  (re-exported: the noise pieces)
-    NOISE_NAMES,
-    NoiseInjection,
-    Perturbation,
-    Sizes,
-    chain,
-    dropconnect,
-    dropout,
-    keep_probability,
-    label_noise,
-    langevin_tilt,
-    make_injection,
-    minibatch,
-    minibatch_sigma,
-    no_perturbation,
-    perturbed_loss,
-    weight_perturbation,
-)
+from sgdlab.manifold import injections as _injections
+from sgdlab.manifold.injections import *  # noqa: F401,F403  (re-exported: the noise pieces)
+from sgdlab.manifold.injections import NoiseInjection, Sizes, no_perturbation, perturbed_loss
 
 Array = jax.Array
 
@@ -162,28 +147,13 @@ def make_runner(algorithm: Algorithm, observe: Callable[[Array], dict], steps_pe
 
 
 __all__: Sequence[str] = [
-    "NOISE_NAMES",
+    *_injections.__all__,
     "Algorithm",
-    "NoiseInjection",
     "NoisyGDState",
-    "Perturbation",
-    "Sizes",
     "anticorrelated_perturbed_gd",
-    "chain",
-    "dropconnect",
-    "dropout",
-    "keep_probability",
-    "label_noise",
-    "langevin_tilt",
-    "make_injection",
     "make_runner",
-    "minibatch",
-    "minibatch_sigma",
     "model_loss_hat",
-    "no_perturbation",
     "noise_injected_gd",
     "noisy_gd",
-    "perturbed_loss",
     "run_keys",
-    "weight_perturbation",
 ]
