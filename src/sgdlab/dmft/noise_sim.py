@@ -194,7 +194,6 @@ def response_run(
     return ResponseRun(dC, chi, dcurve, msq)
 
 
-
 @partial(jax.jit, static_argnames=("spec", "k0", "max_lag", "n_probes", "n_windows"))
 def response_runs(
     spec: SimSpec, params: SimParams, keys: jax.Array, k0: int, max_lag: int, n_probes: int = 4, n_windows: int = 2

@@ -52,4 +52,3 @@ def data_gradient(x: jax.Array, r: jax.Array) -> jax.Array:
     rb = r.reshape(*r.shape[:-1], k, n // k)
     parts = jax.vmap(lambda xk, rk: rk @ xk, in_axes=(0, -2))(x.reshape(k, n // k, d), rb)  # (k, [P,] d)
     return functools.reduce(lambda a, b: a + b, [parts[i] for i in range(k)])
-

@@ -191,12 +191,17 @@ def _split(problem: gm.GaussianMixture, dynamics: Dynamics):
 @partial(jax.jit, static_argnames="skeleton")
 def _test_observables(params: dict, m: jax.Array, q: jax.Array, skeleton: gm.GaussianMixture):
     """``(test_loss, test_error)`` of the order parameters ``m, q (T+1,)`` (one program)."""
-    problem = dataclasses.replace(skeleton, **{f: params[f] for f in _PROBLEM_FLOATS})
+    problem = _problem_of(skeleton, params)
     return gm.test_loss(problem, m, q), gm.test_error(problem, m, q)
 
 
+def _problem_of(skeleton: gm.GaussianMixture, params: dict) -> gm.GaussianMixture:
+    """The problem of :func:`_split`'s skeleton with its float parameters put back."""
+    return dataclasses.replace(skeleton, **{f: params[f] for f in _PROBLEM_FLOATS})
+
+
 def _join(skeleton: gm.GaussianMixture, n_steps: int, params: dict):
-    problem = dataclasses.replace(skeleton, **{f: params[f] for f in _PROBLEM_FLOATS})
+    problem = _problem_of(skeleton, params)
     dynamics = Dynamics(n_steps=n_steps, **{f: params[f] for f in _DYNAMICS_FLOATS})
     return problem, dynamics
 

@@ -323,8 +323,8 @@ def run(config: ManifoldConfig | dict[str, Any] | str | Path | None = None, prog
     if progress is not None:
         progress(1, total)
 
+    noise = _noise_key(cfg)
     for ie, (eta, sigma, k) in enumerate(zip(sim.etas, sigmas, steps)):
-        noise = _noise_key(cfg)
         try:
             runner = _runner(model, noise, eta, sigma, k, sim.n_saves)
         except TypeError:  # an unhashable user noise factory: not cached

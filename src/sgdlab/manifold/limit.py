@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sgdlab.core.inputs import host_input
+from sgdlab.core.inputs import device_input, host_input
 from sgdlab.manifold.geometry import (  # noqa: F401  (re-exported: the geometry of the limit)
     PHI_TOL,
     RANK_RTOL,
@@ -112,7 +112,7 @@ TIME_SCALES = {
 
 
 def _corr(correlation, m):
-    return jax.device_put(np.eye(m)) if correlation is None else jnp.asarray(correlation, jnp.float64)
+    return device_input(np.eye(m)) if correlation is None else jnp.asarray(correlation, jnp.float64)
 
 
 def regulariser(loss_hat: LossHatFn, zeta_dim: int, correlation=None) -> LossFn:
@@ -225,8 +225,8 @@ def _corr_key(correlation):
 
 
 def _corr_from_key(key, m):
-    """The correlation matrix of :func:`_corr_key` on the device (``device_put``: no eager program)."""
-    return jax.device_put(np.eye(m) if key is None else np.frombuffer(key[1], dtype=np.float64).reshape(key[0]))
+    """The correlation matrix of :func:`_corr_key` on the device (no eager program)."""
+    return device_input(np.eye(m) if key is None else np.frombuffer(key[1], dtype=np.float64).reshape(key[0]))
 
 
 @functools.lru_cache(maxsize=128)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import device_input
 from sgdlab.core.runtime_checks import nan_checks
 
 
@@ -145,7 +146,7 @@ def _committee_chunk(state0: CommitteeState, params: CommitteeParams, t0, alphas
 
 
 def _float64(tree):
-    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, np.float64)), tree)
+    return jax.tree.map(lambda x: device_input(x, np.float64), tree)
 
 
 def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, second_order: bool = True, rtol=1e-9, atol=1e-11,
@@ -164,12 +165,12 @@ def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, sec
     if alphas.ndim != 1 or n == 0 or alphas[0] < 0 or np.any(np.diff(alphas) < 0):
         raise ValueError(f"alphas must be a non-empty increasing 1-d grid from alpha >= 0 (got shape {alphas.shape})")
     state, params = _float64(state0), _float64(params)
-    t0, rtol, atol = (jnp.asarray(np.float64(x)) for x in (0.0, rtol, atol))
+    t0, rtol, atol = (np.float64(x) for x in (0.0, rtol, atol))  # NumPy scalars: no eager programs
     states, egs = [], []
     for start in range(0, n, SAVE_CHUNK):
         chunk = alphas[start:start + SAVE_CHUNK]
         padded = np.concatenate([chunk, np.full(SAVE_CHUNK - len(chunk), chunk[-1])])
-        ys, eg, ok = _committee_chunk(state, params, t0, jnp.asarray(padded), second_order, rtol, atol, max_steps)
+        ys, eg, ok = _committee_chunk(state, params, t0, padded, second_order, rtol, atol, max_steps)
         if not bool(ok):
             raise RuntimeError(
                 f"committee ODE: the adaptive Dopri5 solve stopped before alpha = {chunk[-1]:g} (out of its "
@@ -177,7 +178,7 @@ def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, sec
             )
         states.append(jax.tree.map(lambda x: x[: len(chunk)], ys))
         egs.append(eg[: len(chunk)])
-        state, t0 = jax.tree.map(lambda x: x[len(chunk) - 1], ys), jnp.asarray(chunk[-1])
+        state, t0 = jax.tree.map(lambda x: x[len(chunk) - 1], ys), np.float64(chunk[-1])
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states), jnp.concatenate(egs)
 
 

@@ -314,8 +314,6 @@ def random_overlaps_wishart(key: jax.Array, m: int, d: int) -> tuple[jax.Array, 
     return x / n, G
 
 
-
-
 @partial(jax.jit, static_argnames=("m", "d", "seeds"))
 def random_starts(key: jax.Array, m: int, d: int, seeds: int) -> tuple[jax.Array, jax.Array]:
     """:func:`random_overlaps_wishart` from each of ``split(key, seeds)``: ``s (seeds, m)``,

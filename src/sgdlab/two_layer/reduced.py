@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sgdlab.core.inputs import host_input
 from sgdlab.two_layer.flow import (FlowObservables, ODESolution, dpoly, explicit_budget, first_times, ode_kernel,
                                    padded_times, solve_ode)
-from sgdlab.core.inputs import host_input
 from sgdlab.two_layer.problem import SingleIndex, powers
 
 
