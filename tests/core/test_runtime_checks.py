@@ -74,3 +74,6 @@ def test_the_committee_program_is_cacheable_and_its_failure_still_raises():
     assert not _has_callback(lowered)
     with pytest.raises(RuntimeError, match=r"stopped before alpha = 100 .*max_steps = 5"):
         co.solve_committee(state, params, np.logspace(-2, 2, 9), second_order=False, max_steps=5)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=r"max_steps=.* must be an integer >= 1"):
+            co.solve_committee(state, params, np.logspace(-2, 2, 9), max_steps=bad)

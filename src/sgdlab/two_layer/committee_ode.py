@@ -160,6 +160,8 @@ def solve_committee(state0: CommitteeState, params: CommitteeParams, alphas, sec
     saved at the end of the previous one), the last chunk padded with copies of its final time.
     A chunk that does not finish within ``max_steps`` adaptive steps raises ``RuntimeError``
     naming the ``alpha`` it did not reach."""
+    if not (isinstance(max_steps, (int, np.integer)) and max_steps >= 1):
+        raise ValueError(f"max_steps={max_steps!r} must be an integer >= 1")
     alphas = np.asarray(alphas, np.float64)
     n = alphas.shape[0]
     if alphas.ndim != 1 or n == 0 or alphas[0] < 0 or np.any(np.diff(alphas) < 0):
